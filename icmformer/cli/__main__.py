@@ -1,0 +1,5 @@
+import sys
+
+from icmformer.cli import main
+
+sys.exit(main())

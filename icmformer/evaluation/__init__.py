@@ -1,0 +1,1 @@
+"""Evaluation: click simulation, metrics, the per-instance loop, predictors and baselines."""

@@ -1,0 +1,1 @@
+"""Models: registry, iCMFormer (ViT and Swin), checkpoints, complexity."""

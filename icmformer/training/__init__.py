@@ -1,0 +1,1 @@
+"""Training: loss, config schema, iterative click sampling and the trainer."""
