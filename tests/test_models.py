@@ -206,3 +206,14 @@ def test_bad_tensors_give_clear_errors():
         model(torch.rand(1, 3, 60, 60), clicks[:1])
     with pytest.raises(ValueError, match="attention windows"):
         model(torch.rand(1, 3, 48, 48), clicks_to_tensor([[(4, 4, True)]]))
+
+
+@pytest.mark.parametrize("name", ["icmformer_vit_base_448", "icmformer_swin_base_384"])
+def test_low_resolution_head_fusion_equals_the_official_order(name):
+    model = tiny(name)
+    image, clicks, prev = inputs(model)
+    with torch.no_grad():
+        fast = model(image, clicks, prev)
+        model.head.low_res_fusion = False
+        official = model(image, clicks, prev)
+    torch.testing.assert_close(fast, official, rtol=1e-5, atol=1e-5)

@@ -120,10 +120,13 @@ def thop_count(model: nn.Module, size: tuple[int, int], official_attention: bool
             if isinstance(m, WindowAttention):
                 m.fused_attn = False  # the official Swin runs nn.Softmax, which thop counts
     image, maps = _inputs(size, model.device)
+    low_res = model.head.low_res_fusion
+    model.head.low_res_fusion = False  # count the official module calls
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             macs, params = profile(_ForwardFromMaps(model), inputs=(image, maps), custom_ops=custom, verbose=False)
     finally:
+        model.head.low_res_fusion = low_res
         for m, value in fused.items():
             m.fused_attn = value
     return float(macs), float(params)

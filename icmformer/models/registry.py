@@ -8,7 +8,8 @@ icmformer_vit_large_448        official ViT-L config (12 shared + 5 cross + 12, 
 icmformer_vit_huge_448         official ViT-H config (patch 14, 16 shared + 6 cross + 16)
 icmformer_swin_base_384        the paper's Swin-B@384: 4 cross blocks (paper text, Table 3), window 12
 icmformer_swin_small_224       Swin-S@224: 8 cross blocks (official), window 7 (official SBD config)
-icmformer_vit_tiny_224         a small model for CPU demos and tests (not in the paper)
+icmformer_vit_tiny_224         a small plain model for CPU demos and tests (not in the paper)
+icmformer_swin_tiny_224        a small hierarchical model for CPU demos and tests (not in the paper)
 =============================  =====================================================================
 """
 from __future__ import annotations
@@ -32,9 +33,15 @@ MODEL_CONFIGS: dict[str, ICMFormerConfig] = {
     "icmformer_swin_small_224": ICMFormerConfig(
         **_SWIN, img_size=224, embed_dim=96, stage_heads=(3, 6, 12, 24), window_size=7, num_cross_blocks=8, head_channels=192
     ),
+    # small models for CPU demos and tests (not in the paper): global attention, so any input
+    # that is a multiple of the patch size works (e.g. 336 for DAVIS)
     "icmformer_vit_tiny_224": ICMFormerConfig(
-        img_size=224, embed_dim=192, depth=4, num_heads=3, window_size=14, global_attn_every=2, num_cross_blocks=1,
+        img_size=224, embed_dim=192, depth=4, num_heads=3, window_size=None, num_cross_blocks=1,
         neck_dims=(32, 64, 128, 256), head_channels=64,
+    ),
+    "icmformer_swin_tiny_224": ICMFormerConfig(
+        **{**_SWIN, "cross_num_heads": 2, "depths": (2, 2, 2, 2)}, img_size=224, embed_dim=32,
+        stage_heads=(1, 2, 4, 8), window_size=7, num_cross_blocks=1, head_channels=64,
     ),
 }
 
