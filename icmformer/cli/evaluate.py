@@ -1,0 +1,133 @@
+"""``icmformer evaluate``: NoC/NoF/mIoU/SPC with the standard click simulation.
+
+Examples::
+
+    icmformer evaluate --checkpoint model.safetensors --datasets GrabCut,Berkeley,DAVIS --out runs/vitb
+    icmformer evaluate --method grabcut --datasets GrabCut --limit 2 --out /tmp/gc
+    icmformer evaluate --model icmformer_vit_tiny_224 --datasets GrabCut --limit 1 --max-clicks 3 --out /tmp/smoke
+
+Writes ``records.jsonl`` (one line per instance, resumable), ``run.json`` and ``summary.json`` to
+``--out`` and prints a table. ``--method grabcut`` needs neither torch nor a model.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--method", choices=("model", "grabcut"), default="model", help="what to evaluate (default: model)")
+    parser.add_argument("--checkpoint", help="model checkpoint (.safetensors of ours, or an official isegm .pth)")
+    parser.add_argument("--model", help="an untrained registry model (smoke tests), e.g. icmformer_vit_tiny_224")
+    parser.add_argument("--datasets", default="GrabCut,Berkeley,DAVIS", help="comma-separated dataset names (default: %(default)s)")
+    parser.add_argument("--data-root", default="data", help="folder holding the datasets (default: %(default)s)")
+    parser.add_argument("--out", help="output folder (default: results/runs/evaluate_<method>)")
+    parser.add_argument("--max-clicks", type=int, default=20, help="clicks per instance (default: %(default)s)")
+    parser.add_argument("--stop-at-target", action="store_true", help="stop an instance at IoU 0.90 as the official script")
+    parser.add_argument("--no-zoom-in", action="store_true", help="model: no zoom-in (whole image at the target size)")
+    parser.add_argument("--no-flip", action="store_true", help="model: no horizontal-flip averaging")
+    parser.add_argument("--target-size", type=int, help="model: network input side (default: the model's input size, 448 for ViT-B)")
+    parser.add_argument(
+        "--davis-target-size", type=int,
+        help="model: input side on DAVIS (default: 1.5x the model's input size, the official 672 for 448)",
+    )
+    parser.add_argument("--device", help="model: torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--limit", type=int, help="only the first N images of each dataset (quick runs)")
+    parser.add_argument("--no-resume", action="store_true", help="start over instead of resuming the records in --out")
+    parser.add_argument("--grabcut-max-side", type=int, default=320, help="grabcut: working resolution, longer side (default: %(default)s)")
+    parser.add_argument("--grabcut-iterations", type=int, default=2, help="grabcut: iterations per click (default: %(default)s)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _grabcut(args):
+    import cv2
+
+    from icmformer.evaluation.baselines import GrabCutPredictFn
+
+    opts = dict(max_side=args.grabcut_max_side, iterations=args.grabcut_iterations)
+
+    def factory(sample):
+        return GrabCutPredictFn(sample.image, **opts)
+
+    config = {"method": "grabcut", "grabcut": opts, "opencv": cv2.__version__}
+    import platform
+
+    device = f"cpu (OpenCV {cv2.__version__} grabCut, {platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+    return factory, config, device
+
+
+def _model(args, names: list[str]):
+    import platform
+
+    import torch
+
+    import icmformer
+    from icmformer.evaluation.predictor import make_predict_fn
+
+    if bool(args.checkpoint) == bool(args.model):
+        raise ValueError("--method model needs exactly one of --checkpoint FILE or --model NAME")
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.checkpoint:
+        model = icmformer.load_checkpoint(args.checkpoint)
+        what = {"checkpoint": str(Path(args.checkpoint).resolve())}
+    else:
+        model = icmformer.create_model(args.model)
+        what = {"model": args.model, "untrained": True}
+    model = model.to(device).eval()
+    base = int(model.default_input_size)
+    size = int(args.target_size or base)
+    davis = int(args.davis_target_size or round(1.5 * base))
+    opts = dict(device=device, zoom_in=not args.no_zoom_in, flip=not args.no_flip)
+
+    def factory_for(target: int):
+        def factory(sample):
+            return make_predict_fn(model, sample.image, target_size=target, **opts)
+
+        return factory
+
+    factories = {n: factory_for(davis if n.upper() == "DAVIS" else size) for n in names}
+    config = {
+        "method": "model",
+        **what,
+        "model_name": getattr(model, "name", None),
+        "zoom_in": not args.no_zoom_in,
+        "flip": not args.no_flip,
+        "target_size": size,
+        "davis_target_size": davis,
+    }
+    if device.type == "cuda":
+        desc = f"cuda ({torch.cuda.get_device_name(device)})"
+    else:
+        desc = f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads)"
+    return factories, config, desc
+
+
+def run(args: argparse.Namespace) -> int:
+    from icmformer.data.datasets import get_dataset
+    from icmformer.evaluation.runner import format_table, run_evaluation
+
+    names = [n.strip() for n in args.datasets.split(",") if n.strip()]
+    if not names:
+        raise ValueError("--datasets is empty; give e.g. GrabCut,Berkeley,DAVIS")
+    if args.max_clicks < 1:
+        raise ValueError(f"--max-clicks must be >= 1, got {args.max_clicks}")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {args.limit}")
+    readers = [get_dataset(n, args.data_root) for n in names]  # fail early on missing data
+    names = [r.name for r in readers]
+    if args.method == "grabcut":
+        factory, config, device = _grabcut(args)
+    else:
+        factory, config, device = _model(args, names)
+    out = Path(args.out or f"results/runs/evaluate_{args.method}")
+    summary = run_evaluation(
+        readers, args.data_root, factory, out, max_clicks=args.max_clicks, stop_at_target=args.stop_at_target,
+        resume=not args.no_resume, progress=not args.quiet, limit=args.limit, config=config, device=device,
+    )
+    print(format_table(summary))
+    print(f"device: {summary['device']}; run time {summary['run_time_s']:.1f} s; records and summary in {out}")
+    warn = sum(d.get("warnings", 0) for d in summary["datasets"].values())
+    if warn:
+        print(f"{warn} data warning(s); see summary.json")
+    return 0

@@ -1,0 +1,287 @@
+"""Resumable evaluation runs: datasets x images x instances -> per-instance records + summary.
+
+Files written to ``out_dir``:
+
+- ``records.jsonl``: one JSON object per instance, appended and flushed (``fsync``) as soon as
+  the instance is done: ``dataset``, ``instance_id``, ``image`` (name), ``image_path``,
+  ``mask_path``, ``max_clicks``, ``n_clicks``, ``ious`` (float32 values), ``method_time`` and
+  ``simulator_time`` (seconds, per click), ``wall_s`` and ``clicks`` (``[y, x, is_positive]``).
+  ``wall_s`` is the wall time of the instance; the first instance of an image also carries the
+  time to load the image and build the method, so the sum of ``wall_s`` over a dataset is the
+  official SPC numerator (whole loop incl. loading, click simulator and method).
+- ``run.json``: the run's configuration; a resumed run must have the same configuration.
+- ``summary.json``: per-dataset NoC@80/85/90, NoF@85/90, mIoU@k, SPC (official and method-only),
+  simulator time per click, instance/image/click counts and data warnings; plus the device and
+  the run time.
+
+Resume: finished instances (by ``(dataset, instance_id)``) are skipped and an image whose
+instances are all done is not even loaded. A partially written last line (an interrupted write)
+is discarded and the file truncated to its last complete line before appending.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from icmformer.evaluation.loop import PredictFn, evaluate_sample
+from icmformer.evaluation.metrics import summarize
+
+RECORDS = "records.jsonl"
+SUMMARY = "summary.json"
+RUN_CONFIG = "run.json"
+
+MethodFactory = Callable[[object], PredictFn]
+
+
+def read_records(path: str | Path, repair: bool = False) -> list[dict]:
+    """Read a ``records.jsonl`` file.
+
+    The writer puts each record and its newline in one write, so a last line without a newline,
+    or a last line that is not a valid record, is an interrupted write: it is ignored, and with
+    ``repair`` the file is truncated to the end of the last complete record. A broken line followed
+    by valid ones raises ``ValueError`` (the file was edited or damaged otherwise).
+    """
+    path = Path(path)
+    if not path.is_file():
+        return []
+    data = path.read_bytes()
+    records: list[dict] = []
+    good_end = 0
+    pos = 0
+    while pos < len(data):
+        nl = data.find(b"\n", pos)
+        if nl == -1:
+            break  # partial last line
+        line = data[pos:nl]
+        if line.strip():
+            try:
+                rec = json.loads(line)
+                if not isinstance(rec, dict) or "dataset" not in rec or "instance_id" not in rec or "ious" not in rec:
+                    raise ValueError("not a record")
+            except ValueError:
+                if data[nl + 1 :].strip():
+                    line_no = data.count(b"\n", 0, pos) + 1
+                    raise ValueError(f"{path}: line {line_no} is not a valid record; fix or remove it") from None
+                break
+            records.append(rec)
+        pos = nl + 1
+        good_end = pos
+    if repair and good_end < len(data):
+        with open(path, "r+b") as f:
+            f.truncate(good_end)
+    return records
+
+
+def _device_default() -> str:
+    import platform
+
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+def _resolve_datasets(datasets: Iterable, data_root: str | Path | None, dataset_kwargs: Mapping | None):
+    from icmformer.data.datasets import BaseDataset, get_dataset
+
+    out = []
+    for d in datasets:
+        if isinstance(d, BaseDataset):
+            out.append(d)
+        else:
+            kw = dict((dataset_kwargs or {}).get(str(d), {}))
+            out.append(get_dataset(str(d), data_root, **kw))
+    names = [d.name for d in out]
+    if len(set(names)) != len(names):
+        raise ValueError(f"datasets listed twice: {names}")
+    return out
+
+
+def _check_config(out_dir: Path, config: dict, resume: bool) -> None:
+    path = out_dir / RUN_CONFIG
+    if resume and path.is_file() and (out_dir / RECORDS).is_file():
+        old = json.loads(path.read_text())
+        keys = sorted(set(old) | set(config))
+        diff = [k for k in keys if k not in ("datasets", "limit") and old.get(k) != config.get(k)]
+        if diff:
+            detail = "; ".join(f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in diff)
+            raise ValueError(
+                f"{out_dir} holds records of a run with another configuration ({detail}); "
+                "use a new output folder or resume=False (--no-resume) to start over"
+            )
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def _factory_for(method_factory, name: str) -> MethodFactory:
+    if isinstance(method_factory, Mapping):
+        if name not in method_factory:
+            raise ValueError(f"method_factory has no entry for dataset {name!r} (has {', '.join(method_factory)})")
+        return method_factory[name]
+    return method_factory
+
+
+def run_evaluation(
+    datasets: Sequence,
+    data_root: str | Path | None,
+    method_factory: MethodFactory | Mapping[str, MethodFactory],
+    out_dir: str | Path,
+    max_clicks: int = 20,
+    stop_at_target: bool = False,
+    resume: bool = True,
+    progress: bool = True,
+    *,
+    limit: int | None = None,
+    pred_thr: float = 0.49,
+    target_iou: float = 0.90,
+    config: Mapping | None = None,
+    device: str | None = None,
+    dataset_kwargs: Mapping[str, Mapping] | None = None,
+) -> dict:
+    """Evaluate a click-driven method on datasets, writing records and a summary to ``out_dir``.
+
+    Args:
+        datasets: dataset names (read from ``data_root``) or reader objects.
+        data_root: folder holding the datasets (see :func:`icmformer.data.datasets.get_dataset`).
+        method_factory: ``method_factory(sample) -> predict_fn``, called once per image (so a model
+            encodes each image once); or a mapping ``{dataset name: factory}``.
+        out_dir: where ``records.jsonl``, ``run.json`` and ``summary.json`` go.
+        max_clicks, stop_at_target, pred_thr, target_iou: the protocol (see
+            :func:`~icmformer.evaluation.loop.evaluate_sample`).
+        resume: skip instances already in ``records.jsonl``; ``False`` starts the file afresh.
+        progress: show a tqdm bar (also off when stderr is not a terminal).
+        limit: evaluate only the first ``limit`` images of each dataset.
+        config: a description of the method (stored in ``run.json``; a resumed run must match).
+        device: a description of the hardware for the summary.
+        dataset_kwargs: per-dataset keyword arguments for the readers.
+
+    Returns:
+        The summary (also written to ``summary.json``).
+    """
+    from tqdm.auto import tqdm
+
+    t_start = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    readers = _resolve_datasets(datasets, data_root, dataset_kwargs)
+    run_config = {
+        **dict(config or {}),
+        "max_clicks": int(max_clicks),
+        "stop_at_target": bool(stop_at_target),
+        "pred_thr": float(pred_thr),
+        "target_iou": float(target_iou),
+        "datasets": [d.name for d in readers],
+        "limit": limit,
+    }
+    _check_config(out_dir, run_config, resume)
+    records_path = out_dir / RECORDS
+    if not resume and records_path.exists():
+        records_path.unlink()
+    existing = read_records(records_path, repair=True)
+    done = {(r["dataset"], r["instance_id"]) for r in existing}
+
+    plan = [(d, len(d) if limit is None else min(int(limit), len(d))) for d in readers]
+    selected: set[tuple[str, str]] = set()
+    with open(records_path, "a", encoding="utf-8") as fout, tqdm(
+        total=sum(n for _, n in plan), unit="img", disable=None if progress else True, file=sys.stderr
+    ) as bar:
+        for ds, n in plan:
+            factory = _factory_for(method_factory, ds.name)
+            bar.set_description(ds.name)
+            for i in range(n):
+                ids = ds.instance_ids(i)
+                if ids and all((ds.name, k) in done for k in ids):
+                    selected.update((ds.name, k) for k in ids)
+                    bar.update(1)
+                    continue
+                t_img = time.perf_counter()
+                sample = ds[i]
+                predict_fn = factory(sample)
+                for mask, inst_id, mask_path in zip(sample.masks, sample.instance_ids, sample.mask_paths or [None] * len(sample.masks)):
+                    key = (ds.name, inst_id)
+                    selected.add(key)
+                    if key in done:
+                        continue
+                    result = evaluate_sample(
+                        mask, predict_fn, max_clicks=max_clicks, pred_thr=pred_thr,
+                        target_iou=target_iou, stop_at_target=stop_at_target,
+                    )
+                    t_end = time.perf_counter()
+                    rec = {
+                        "dataset": ds.name,
+                        "instance_id": inst_id,
+                        "image": sample.name,
+                        "image_path": str(sample.image_path) if sample.image_path else None,
+                        "mask_path": str(mask_path) if mask_path else None,
+                        "max_clicks": int(max_clicks),
+                        "n_clicks": result.n_clicks,
+                        "ious": result.ious,
+                        "method_time": result.method_times,
+                        "simulator_time": result.simulator_times,
+                        "wall_s": t_end - t_img,
+                        "clicks": [c.to_list() for c in result.clicks],
+                    }
+                    t_img = t_end
+                    fout.write(json.dumps(rec) + "\n")
+                    fout.flush()
+                    os.fsync(fout.fileno())
+                    done.add(key)
+                    existing.append(rec)
+                bar.update(1)
+
+    records = [r for r in existing if (r["dataset"], r["instance_id"]) in selected]
+    tables = summarize(records, max_clicks=max_clicks)
+    per_ds = {}
+    for ds, n in plan:
+        entry = dict(tables.get(ds.name, {"instances": 0}))
+        entry["images_selected"] = n
+        entry["images_total"] = len(ds)
+        entry["warnings"] = len(ds.warnings)
+        entry["warning_messages"] = list(ds.warnings[:20])
+        per_ds[ds.name] = entry
+    summary = {
+        "datasets": per_ds,
+        "config": run_config,
+        "device": device or _device_default(),
+        "run_time_s": time.perf_counter() - t_start,
+        "records_wall_s": float(sum(r.get("wall_s", 0.0) for r in records)),
+        "records": RECORDS,
+        "n_records": len(records),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    tmp = out_dir / (SUMMARY + ".tmp")
+    tmp.write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
+    tmp.replace(out_dir / SUMMARY)
+    return summary
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def format_table(summary: Mapping) -> str:
+    """A plain-text table of a summary (one row per dataset)."""
+    cols = ["instances", "NoC@85", "NoC@90", "NoF@85", "NoF@90", "SPC", "SPC_method", "simulator_s_per_click"]
+    head = ["dataset", "inst", "NoC@85", "NoC@90", "NoF@85", "NoF@90", "SPC(s)", "SPC-method(s)", "sim(ms)/click"]
+    rows = [head]
+    for name, m in summary["datasets"].items():
+        row = [name]
+        for c in cols:
+            v = m.get(c)
+            if v is None:
+                row.append("-")
+            elif c == "simulator_s_per_click":
+                row.append(f"{1000 * v:.2f}")
+            elif isinstance(v, float):
+                row.append(f"{v:.3f}" if c.startswith("SPC") else f"{v:.2f}")
+            else:
+                row.append(str(v))
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    return "\n".join("  ".join(cell.rjust(w) if j else cell.ljust(w) for j, (cell, w) in enumerate(zip(r, widths))) for r in rows)
