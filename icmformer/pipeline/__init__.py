@@ -1,0 +1,1 @@
+"""Pipeline helpers: the logic behind the DVC stages (notebooks stay thin)."""

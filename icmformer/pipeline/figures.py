@@ -1,0 +1,204 @@
+"""Figures of the paper, rebuilt from evaluation records and trained checkpoints.
+
+- Fig. 4: mIoU against the number of clicks, per dataset (from the summaries' mIoU@k).
+- NoC distributions: per-instance NoC@90 per dataset and model (from the records).
+- Fig. 5: click-by-click qualitative examples (positive clicks green, negative red, IoU per click).
+- Fig. 6: objects made of several disconnected parts (ground truth with >= 2 components).
+- Attention maps of the cross-modality blocks for the first click's token.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+POS_COLOR, NEG_COLOR, MASK_COLOR = "#2ca02c", "#d62728", np.array([30, 144, 255])
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # no timestamps/software tags: the same data gives the same bytes
+    fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    return path
+
+
+def miou_frame(summaries: Mapping, labels: Mapping[str, str], datasets: Sequence[str]) -> pd.DataFrame:
+    rows = []
+    for slot, label in labels.items():
+        for ds in datasets:
+            curve = summaries.get(slot, {}).get(ds, {}).get("mIoU@k")
+            if curve:
+                rows.extend({"model": label, "dataset": ds, "clicks": k + 1, "mIoU": v} for k, v in enumerate(curve))
+    return pd.DataFrame(rows)
+
+
+def fig_miou_vs_clicks(summaries: Mapping, labels: Mapping[str, str], datasets: Sequence[str], path) -> Path:
+    """Fig. 4: mIoU@k for k = 1..20, one panel per dataset, one line per model."""
+    df = miou_frame(summaries, labels, datasets)
+    if df.empty:
+        raise ValueError("no mIoU curves found in the evaluation summaries")
+    present = [d for d in datasets if d in set(df["dataset"])]
+    fig, axes = plt.subplots(1, len(present), figsize=(4.2 * len(present), 3.6), squeeze=False, sharey=True)
+    for ax, ds in zip(axes[0], present):
+        sns.lineplot(data=df[df["dataset"] == ds], x="clicks", y="mIoU", hue="model", marker="o", markersize=3, ax=ax)
+        ax.set_title(ds)
+        ax.axhline(0.85, color="0.7", lw=0.8, ls="--")
+        ax.axhline(0.90, color="0.5", lw=0.8, ls="--")
+        ax.set_xticks([1, 5, 10, 15, 20])
+        ax.set_ylim(0, 1)
+        if ax is not axes[0][-1] and ax.get_legend():
+            ax.get_legend().remove()
+    fig.suptitle("mIoU vs number of clicks (dashed: 85% and 90%)")
+    return _save(fig, path)
+
+
+def read_records(path: str | Path) -> list[dict]:
+    from icmformer.evaluation.runner import read_records as _read
+
+    return _read(path)
+
+
+def noc_frame(records_by_slot: Mapping[str, Sequence[Mapping]], labels: Mapping[str, str], thr: float = 0.90,
+              max_clicks: int = 20) -> pd.DataFrame:  # fmt: skip
+    from icmformer.evaluation.metrics import noc
+
+    rows = []
+    for slot, records in records_by_slot.items():
+        for r in records:
+            rows.append({"model": labels.get(slot, slot), "dataset": r["dataset"], "NoC@90": noc(r["ious"], thr, max_clicks)})
+    return pd.DataFrame(rows)
+
+
+def fig_noc_distribution(records_by_slot, labels, path, thr: float = 0.90) -> Path:
+    """Per-instance NoC@90 per dataset (boxes) and model (colours); 20 = never reached."""
+    df = noc_frame(records_by_slot, labels, thr)
+    if df.empty:
+        raise ValueError("no evaluation records found")
+    fig, ax = plt.subplots(figsize=(2.2 * df["dataset"].nunique() + 3, 3.8))
+    sns.boxplot(data=df, x="dataset", y="NoC@90", hue="model", ax=ax, fliersize=2)
+    ax.set_ylim(0, 21)
+    ax.set_title("Clicks needed per instance to reach 90% IoU (20 = failure)")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1, 1))
+    return _save(fig, path)
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    out = image.astype(np.float32).copy()
+    m = mask.astype(bool)
+    out[m] = (1 - alpha) * out[m] + alpha * MASK_COLOR
+    return out.clip(0, 255).astype(np.uint8)
+
+
+def click_by_click(model, sample, instance: int = 0, max_clicks: int = 20, **predictor_options) -> dict:
+    """Run the protocol on one instance, keeping the mask after every click."""
+    from icmformer.evaluation.loop import evaluate_sample
+    from icmformer.evaluation.predictor import make_predict_fn
+
+    frames = []
+
+    def keep(step, clicks, probs, iou):
+        frames.append({"clicks": list(clicks), "mask": probs > 0.49, "iou": iou})
+
+    gt = sample.masks[instance]
+    evaluate_sample(gt, make_predict_fn(model, sample.image, **predictor_options), max_clicks=max_clicks, callback=keep)
+    return {"image": sample.image, "gt": gt, "frames": frames, "name": sample.instance_ids[instance]}
+
+
+def draw_clicks(ax, clicks) -> None:
+    for c in clicks:
+        y, x = c.coords
+        ax.scatter([x], [y], s=36, c=POS_COLOR if c.is_positive else NEG_COLOR, edgecolors="white", linewidths=1.0)
+
+
+def fig_click_by_click(runs: Sequence[Mapping], steps: Sequence[int], path, title: str) -> Path:
+    """One row per instance: ground truth, then the mask after each click in ``steps`` (1-based)."""
+    if not runs:
+        raise ValueError("no instances to draw")
+    fig, axes = plt.subplots(len(runs), len(steps) + 1, figsize=(2.6 * (len(steps) + 1), 2.3 * len(runs)), squeeze=False)
+    for row, run in zip(axes, runs):
+        row[0].imshow(overlay(run["image"], run["gt"] == 1))
+        row[0].set_title(f"{run['name']}\nground truth", fontsize=8)
+        for ax, k in zip(row[1:], steps):
+            frame = run["frames"][min(k, len(run["frames"])) - 1]
+            ax.imshow(overlay(run["image"], frame["mask"]))
+            draw_clicks(ax, frame["clicks"])
+            ax.set_title(f"click {len(frame['clicks'])}: IoU {frame['iou']:.3f}", fontsize=8)
+        for ax in row:
+            ax.axis("off")
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def multi_part_instances(dataset, min_parts: int = 2, limit: int = 3) -> list[tuple[int, int]]:
+    """(image index, instance index) of objects whose ground truth has >= ``min_parts`` parts."""
+    import cv2
+
+    found = []
+    for i in range(len(dataset)):
+        sample = dataset[i]
+        for j, m in enumerate(sample.masks):
+            n, _, stats, _ = cv2.connectedComponentsWithStats((m == 1).astype(np.uint8), connectivity=8)
+            big = int((stats[1:, cv2.CC_STAT_AREA] >= 0.01 * (m == 1).sum()).sum())
+            if big >= min_parts:
+                found.append((i, j))
+                if len(found) >= limit:
+                    return found
+    return found
+
+
+def fig_attention(model, sample, path, instance: int = 0, predictor_target: int | None = None) -> Path:
+    """Cross-attention of each cross block for the first click's token, averaged over heads."""
+    import torch
+    import torch.nn.functional as F
+
+    from icmformer.evaluation.clicker import Clicker
+    from icmformer.models.clicks import clicks_to_tensor
+
+    gt = sample.masks[instance]
+    click = Clicker(gt).make_next_click(np.zeros(gt.shape, dtype=bool))
+    size = predictor_target or model.default_input_size
+    image = torch.from_numpy(sample.image).permute(2, 0, 1)[None].float() / 255
+    image = F.interpolate(image, size=(size, size), mode="bilinear", align_corners=True)
+    h, w = gt.shape
+    y, x = click.coords[0] * size / h, click.coords[1] * size / w
+    with torch.inference_mode():
+        state = model.encode_image(image)
+        logits, extras = model.predict_clicks(state, clicks_to_tensor([[(y, x, True)]]), return_attention=True)
+    attn = extras["cross_attention"]
+    if not attn:
+        raise ValueError("the model has no cross-modality blocks (cross_modality=False)")
+    gh, gw = extras["grid"]
+    q = int(min(gh - 1, y * gh / size)) * gw + int(min(gw - 1, x * gw / size))
+    shown = image[0].permute(1, 2, 0).numpy()
+    fig, axes = plt.subplots(1, len(attn) + 1, figsize=(3 * (len(attn) + 1), 3.2))
+    axes[0].imshow(shown)
+    axes[0].imshow((logits[0, 0] > 0).numpy(), alpha=0.4, cmap="Blues")
+    axes[0].scatter([x], [y], c=POS_COLOR, s=40, edgecolors="white")
+    axes[0].set_title("prediction after click 1", fontsize=9)
+    for k, (ax, a) in enumerate(zip(axes[1:], attn)):
+        m = a[0].mean(0)[q].reshape(gh, gw)[None, None]
+        m = F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False)[0, 0].numpy()
+        ax.imshow(shown)
+        ax.imshow(m, cmap="magma", alpha=0.6)
+        ax.scatter([x], [y], c=POS_COLOR, s=40, edgecolors="white")
+        ax.set_title(f"cross block {k + 1}: click token -> image", fontsize=9)
+    for ax in axes:
+        ax.axis("off")
+    return _save(fig, path)
+
+
+def write_json(obj, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True))
+    return path

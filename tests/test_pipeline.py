@@ -1,0 +1,220 @@
+"""The DVC pipeline: params composition, stage graph, notebooks, data stage, tables and figures."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+PIPELINE_NOTEBOOKS = ["data", "train", "evaluate", "complexity", "tables", "figures"]
+
+
+# ------------------------------------------------------------------------------ params / stages
+def test_params_yaml_is_the_composed_default_profile():
+    from icmformer.pipeline.params import compose
+
+    committed = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert committed == compose(conf_dir=REPO / "conf"), "params.yaml is stale: run `python -m icmformer.pipeline.params`"
+    assert committed["profile"] == "demo" and committed["data"]["root"] == "data"
+
+
+@pytest.mark.parametrize("profile", ["demo", "paper"])
+def test_profiles_are_consistent(profile):
+    from icmformer.pipeline.params import compose
+    from icmformer.training.config import load_config
+
+    p = compose([f"profile={profile}"], conf_dir=REPO / "conf")
+    assert p["profile"] == profile
+    for key, m in p["models"].items():
+        cfg = load_config(REPO / m["config"])  # exists and validates
+        assert m["model"] in __import__("icmformer").list_models(), key
+        assert m["train_set"] in p["data"]["datasets"].split(","), key
+        assert cfg is not None
+    for key, e in p["evaluations"].items():
+        assert e["model"] in p["models"], key
+        assert e["dataset"] in p["data"]["datasets"].split(","), key
+    evaluated = {e["model"] for e in p["evaluations"].values()} | {"grabcut"}
+    for row in p["tables"]["table1"]["rows"]:
+        assert row["slot"] in evaluated
+    for t in ("table4", "table5"):
+        for cell in p["tables"][t]["cells"]:
+            assert cell["slot"] in evaluated
+    assert p["figures"]["main"] in p["models"]
+
+
+def test_paper_profile_switch_changes_models_and_protocol():
+    from icmformer.pipeline.params import compose
+
+    demo, paper = compose(conf_dir=REPO / "conf"), compose(["profile=paper"], conf_dir=REPO / "conf")
+    assert paper["device"] == "cuda" and paper["eval"]["flip"] is True
+    assert set(paper["models"]).isdisjoint(demo["models"])
+    assert "mae_pretrain_vit_base.pth" in paper["data"]["weights"]
+
+
+def test_dvc_stage_graph_resolves():
+    dvc = Path(sys.executable).with_name("dvc")
+    if not dvc.exists():
+        pytest.skip("dvc is not installed next to this python")
+    out = subprocess.run([str(dvc), "stage", "list"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    names = {line.split()[0] for line in out.stdout.splitlines() if line.strip()}
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    expected = {"data", "baseline", "complexity", "tables", "figures"}
+    expected |= {f"train@{k}" for k in params["models"]} | {f"evaluate@{k}" for k in params["evaluations"]}
+    assert expected <= names
+
+
+# ------------------------------------------------------------------------------ notebooks
+@pytest.mark.parametrize("name", PIPELINE_NOTEBOOKS)
+def test_notebooks_are_clean_parameterised_and_paired(name):
+    import jupytext
+    import nbformat
+
+    nb = nbformat.read(REPO / "notebooks" / f"{name}.ipynb", as_version=4)
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), "commit notebooks without outputs"
+    assert sum("parameters" in c.metadata.get("tags", []) for c in code) == 1
+    paired = jupytext.read(REPO / "notebooks" / f"{name}.py")
+    assert [c.source for c in paired.cells] == [c.source for c in nb.cells], f"{name}.ipynb and {name}.py differ: run jupytext --sync"
+
+
+# ------------------------------------------------------------------------------ data stage
+def test_data_stage_links_from_a_mirror_and_fingerprints(tmp_path, shared_data):
+    from icmformer.pipeline.data import prepare_data
+
+    root = tmp_path / "data"
+    first = prepare_data(["GrabCut"], root=root, mirrors=[str(shared_data)])
+    assert (root / "GrabCut").is_symlink() and (root / "GrabCut" / "data_GT").is_dir()
+    entry = first["datasets"]["GrabCut"]
+    assert (entry["images"], entry["instances"]) == (50, 50)
+    assert entry["fingerprint"]["method"] == "MANIFEST.txt verified"
+    # a second run describes the same state with the same bytes (no spurious downstream re-runs)
+    assert prepare_data(["GrabCut"], root=root, mirrors=[str(shared_data)]) == first
+
+
+def test_data_stage_lists_everything_missing_before_any_work(tmp_path):
+    from icmformer.pipeline.data import prepare_data
+
+    with pytest.raises(FileNotFoundError) as err:
+        prepare_data(["GrabCut", "SBD"], root=tmp_path / "data", mirrors=[str(tmp_path / "nowhere")],
+                     weights=["mae_pretrain_vit_base.pth"])  # fmt: skip
+    msg = str(err.value)
+    assert "dataset GrabCut" in msg and "GrabCut.zip" in msg
+    assert "dataset SBD" in msg and "SBD/download.html" in msg
+    assert "weights mae_pretrain_vit_base.pth" in msg and "dl.fbaipublicfiles.com" in msg
+
+
+def test_fingerprint_detects_a_changed_file(tmp_path):
+    import hashlib
+
+    from icmformer.pipeline.data import fingerprint
+
+    folder = tmp_path / "Set"
+    (folder / "img").mkdir(parents=True)
+    (folder / "img" / "a b.jpg").write_bytes(b"abc")
+    digest = hashlib.sha256(b"abc").hexdigest()
+    (folder / "MANIFEST.txt").write_text(f"{digest}  3  img/a b.jpg\n")
+    assert fingerprint(folder)["files"] == 1
+    (folder / "img" / "a b.jpg").write_bytes(b"abd")
+    with pytest.raises(ValueError, match="differ from MANIFEST"):
+        fingerprint(folder)
+    (folder / "MANIFEST.txt").unlink()
+    h1 = fingerprint(folder)["sha256"]
+    (folder / "img" / "a b.jpg").write_bytes(b"abe")
+    assert fingerprint(folder)["sha256"] != h1
+
+
+# ------------------------------------------------------------------------------ tables
+def fake_summaries():
+    def s(n85, n90, nof90, curve_end):
+        return {"NoC@85": n85, "NoC@90": n90, "NoF@85": 0, "NoF@90": nof90, "instances": 50,
+                "mIoU@k": list(np.linspace(0.5, curve_end, 20))}  # fmt: skip
+
+    return {"vit": {"GrabCut": s(2.0, 3.0, 1, 0.95), "Berkeley": s(4.0, 6.5, 5, 0.9)}, "grabcut": {"GrabCut": s(5.9, 6.9, 3, 0.96)}}
+
+
+def test_table1_puts_the_paper_value_and_the_difference_beside_ours():
+    from icmformer import reference
+    from icmformer.pipeline.tables import table_noc
+
+    rows = [{"slot": "vit", "label": "ours", "paper": {"method": "iCMFormer", "backbone": "ViT-B", "train": "SBD"}},
+            {"slot": "grabcut", "label": "GrabCut", "paper": None}]  # fmt: skip
+    df = table_noc(fake_summaries(), rows, ["GrabCut", "Berkeley"])
+    ours = df[(df.model == "ours") & (df.dataset == "GrabCut")].iloc[0]
+    paper90 = reference.paper_noc("table1", "iCMFormer", "ViT-B", "SBD", "GrabCut", "noc90")
+    assert ours["NoC@90 ours"] == 3.0 and ours["NoC@90 paper"] == paper90
+    assert ours["NoC@90 diff"] == pytest.approx(round(3.0 - paper90, 2))
+    gc_berkeley = df[(df.model == "GrabCut") & (df.dataset == "Berkeley")].iloc[0]
+    assert gc_berkeley["NoC@90 ours"] == "n/a" and gc_berkeley["NoC@90 paper"] == "n/a"
+
+
+def test_tables_are_written_with_their_profile(tmp_path):
+    from icmformer.pipeline.tables import table_ablation, table_complexity, write_table
+
+    df = table_ablation(fake_summaries(), [{"slot": "vit", "label": "X,Y,XY"}], ["GrabCut"], "table5")
+    assert df.iloc[0]["GrabCut NoC@90 ours"] == 3.0 and df.iloc[0]["GrabCut NoC@90 paper"] == "n/a"
+    md = write_table(df, tmp_path, "table5", "Table 5", "demo", ["a note"])
+    text = md.read_text()
+    assert "Profile **demo**" in text and "not the paper's numbers" in text and "- a note" in text
+    assert (tmp_path / "table5.csv").exists()
+    comp = [{"model": "m", "input_size": [448, 448], "params_m": 1.0, "paper_params_m": 0.9, "reported_params_m": 0.9,
+             "gflops": 2.0, "paper_gflops": 2.1, "reported_gflops": 2.0}]  # fmt: skip
+    bench = [{"model": "m", "input_size": 448, "device": "cpu", "device_name": "cpu X",
+              "modes": [{"mode": "naive", "spc_s": 2.0, "ratio_to_naive": 1.0}, {"mode": "optimised", "spc_s": 1.5, "ratio_to_naive": 0.75}]}]  # fmt: skip
+    t3 = table_complexity(comp, bench).iloc[0]
+    assert t3["GFLOPs diff % (conv. vs paper)"] == 5.0
+    assert t3["SPC ratio CPU optimised/naive"] == 0.75 and t3["CPU device"] == "cpu X"
+
+
+# ------------------------------------------------------------------------------ figures
+def test_figures_from_summaries_and_records(tmp_path):
+    from icmformer.pipeline import figures as F
+
+    labels = {"vit": "ours", "grabcut": "GrabCut"}
+    p = F.fig_miou_vs_clicks(fake_summaries(), labels, ["GrabCut", "Berkeley"], tmp_path / "fig4.png")
+    assert p.stat().st_size > 5000
+    records = {"vit": [{"dataset": "GrabCut", "ious": [0.5, 0.86, 0.91]}, {"dataset": "GrabCut", "ious": [0.2] * 20}]}
+    df = F.noc_frame(records, labels)
+    assert sorted(df["NoC@90"]) == [3, 20]
+    assert F.fig_noc_distribution(records, labels, tmp_path / "noc.png").exists()
+    with pytest.raises(ValueError, match="no mIoU curves"):
+        F.fig_miou_vs_clicks({}, labels, ["GrabCut"], tmp_path / "x.png")
+
+
+def test_qualitative_and_attention_figures_with_a_tiny_model(tmp_path):
+    from icmformer import create_model
+    from icmformer.data.sample import Sample
+    from icmformer.models.registry import tiny_overrides
+    from icmformer.pipeline import figures as F
+
+    model = create_model("icmformer_vit_base_448", **tiny_overrides("icmformer_vit_base_448")).eval()
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (80, 96, 3), dtype=np.uint8)
+    gt = np.zeros((80, 96), np.int32)
+    gt[20:50, 10:30] = 1
+    gt[25:60, 60:90] = 1  # two disconnected parts
+    sample = Sample(image=image, masks=[gt], name="toy")
+    run = F.click_by_click(model, sample, max_clicks=3, flip=False)
+    assert len(run["frames"]) == 3 and run["frames"][2]["mask"].shape == gt.shape
+    assert len(run["frames"][2]["clicks"]) == 3
+    assert F.fig_click_by_click([run], [1, 3], tmp_path / "fig5.png", "t").exists()
+
+    class One:
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, i):
+            return sample
+
+    assert F.multi_part_instances(One(), min_parts=2) == [(0, 0)]
+    assert F.fig_attention(model, sample, tmp_path / "attn.png").exists()
+    nocross = create_model("icmformer_vit_base_448", **{**tiny_overrides("icmformer_vit_base_448"), "cross_modality": False}).eval()
+    with pytest.raises(ValueError, match="no cross-modality blocks"):
+        F.fig_attention(nocross, sample, tmp_path / "attn2.png")
