@@ -443,6 +443,17 @@ class Predictor:
         """The current probability map (``None`` before the first click)."""
         return self._prob
 
+    @property
+    def encode_count(self) -> int:
+        """How often the image branch was encoded since the model was set (once per image and
+        zoom-in crop; reused across clicks)."""
+        return int(self._core.encode_calls)
+
+    @property
+    def settings(self) -> dict:
+        """The predictor's test-time transforms: zoom-in, flip and the network input side."""
+        return {"zoom_in": self._core.zoom_in, "flip": self._core.flip, "target_size": self._core.target_size}
+
     def set_image(self, image: np.ndarray) -> None:
         """Start on a new ``H x W x 3`` uint8 RGB image (clears the clicks)."""
         self._core.set_image(image)
