@@ -17,6 +17,17 @@ Files written to ``out_dir``:
 Resume: finished instances (by ``(dataset, instance_id)``) are skipped and an image whose
 instances are all done is not even loaded. A partially written last line (an interrupted write)
 is discarded and the file truncated to its last complete line before appending.
+
+Batched runs (``batch_size=K > 1``, model methods only, see
+:mod:`icmformer.evaluation.batched`): K instances advance click by click together, one forward
+pass per click step; images are loaded only when the work queue reaches them, and each record is
+written as soon as its instance is done (completion order, which is the input order unless
+``stop_at_target`` lets instances finish at different clicks). Records carry ``batch_size``; their
+``method_time`` is the instance's share of each batched step (step time / instances in the step)
+and ``wall_s`` its share of the run's wall-clock timeline, so the summary's ``SPC`` (official:
+wall time / clicks) is the real throughput per click of the batched run and ``SPC_method`` the
+batched method time per click. ``run.json`` holds ``batch_size`` only when it is above 1, and a
+run may be resumed with another batch size (the results do not depend on it).
 """
 from __future__ import annotations
 
@@ -105,7 +116,7 @@ def _check_config(out_dir: Path, config: dict, resume: bool) -> None:
     if resume and path.is_file() and (out_dir / RECORDS).is_file():
         old = json.loads(path.read_text())
         keys = sorted(set(old) | set(config))
-        diff = [k for k in keys if k not in ("datasets", "limit") and old.get(k) != config.get(k)]
+        diff = [k for k in keys if k not in ("datasets", "limit", "batch_size") and old.get(k) != config.get(k)]
         if diff:
             detail = "; ".join(f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in diff)
             raise ValueError(
@@ -139,6 +150,7 @@ def run_evaluation(
     config: Mapping | None = None,
     device: str | None = None,
     dataset_kwargs: Mapping[str, Mapping] | None = None,
+    batch_size: int = 1,
 ) -> dict:
     """Evaluate a click-driven method on datasets, writing records and a summary to ``out_dir``.
 
@@ -156,6 +168,10 @@ def run_evaluation(
         config: a description of the method (stored in ``run.json``; a resumed run must match).
         device: a description of the hardware for the summary.
         dataset_kwargs: per-dataset keyword arguments for the readers.
+        batch_size: instances evaluated together, one forward pass per click step (1: the
+            sequential path). Above 1 every factory must offer ``evaluate_items`` (as
+            :class:`icmformer.evaluation.batched.ModelMethod` does); see the module docstring
+            for records and SPC of batched runs.
 
     Returns:
         The summary (also written to ``summary.json``).
@@ -163,6 +179,9 @@ def run_evaluation(
     from tqdm.auto import tqdm
 
     t_start = time.perf_counter()
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or int(batch_size) < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    batch_size = int(batch_size)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     readers = _resolve_datasets(datasets, data_root, dataset_kwargs)
@@ -175,6 +194,15 @@ def run_evaluation(
         "datasets": [d.name for d in readers],
         "limit": limit,
     }
+    if batch_size > 1:
+        run_config["batch_size"] = batch_size
+        for d in readers:
+            f = _factory_for(method_factory, d.name)
+            if not callable(getattr(f, "evaluate_items", None)):
+                raise ValueError(
+                    f"batch_size={batch_size} needs a batched method (e.g. icmformer.evaluation.batched.ModelMethod) "
+                    f"for dataset {d.name}; got {type(f).__name__} (use batch_size=1)"
+                )
     _check_config(out_dir, run_config, resume)
     records_path = out_dir / RECORDS
     if not resume and records_path.exists():
@@ -190,6 +218,10 @@ def run_evaluation(
         for ds, n in plan:
             factory = _factory_for(method_factory, ds.name)
             bar.set_description(ds.name)
+            if batch_size > 1:
+                protocol = dict(max_clicks=max_clicks, pred_thr=pred_thr, target_iou=target_iou, stop_at_target=stop_at_target)
+                _run_batched(ds, n, factory, batch_size, protocol, done, selected, existing, fout, bar)
+                continue
             for i in range(n):
                 ids = ds.instance_ids(i)
                 if ids and all((ds.name, k) in done for k in ids):
@@ -209,24 +241,9 @@ def run_evaluation(
                         target_iou=target_iou, stop_at_target=stop_at_target,
                     )
                     t_end = time.perf_counter()
-                    rec = {
-                        "dataset": ds.name,
-                        "instance_id": inst_id,
-                        "image": sample.name,
-                        "image_path": str(sample.image_path) if sample.image_path else None,
-                        "mask_path": str(mask_path) if mask_path else None,
-                        "max_clicks": int(max_clicks),
-                        "n_clicks": result.n_clicks,
-                        "ious": result.ious,
-                        "method_time": result.method_times,
-                        "simulator_time": result.simulator_times,
-                        "wall_s": t_end - t_img,
-                        "clicks": [c.to_list() for c in result.clicks],
-                    }
+                    rec = _record(ds.name, sample, inst_id, mask_path, max_clicks, result, t_end - t_img)
                     t_img = t_end
-                    fout.write(json.dumps(rec) + "\n")
-                    fout.flush()
-                    os.fsync(fout.fileno())
+                    _write(fout, rec)
                     done.add(key)
                     existing.append(rec)
                 bar.update(1)
@@ -255,6 +272,66 @@ def run_evaluation(
     tmp.write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
     tmp.replace(out_dir / SUMMARY)
     return summary
+
+
+def _record(dataset: str, sample, inst_id: str, mask_path, max_clicks: int, result, wall_s: float) -> dict:
+    return {
+        "dataset": dataset,
+        "instance_id": inst_id,
+        "image": sample.name,
+        "image_path": str(sample.image_path) if sample.image_path else None,
+        "mask_path": str(mask_path) if mask_path else None,
+        "max_clicks": int(max_clicks),
+        "n_clicks": result.n_clicks,
+        "ious": result.ious,
+        "method_time": result.method_times,
+        "simulator_time": result.simulator_times,
+        "wall_s": wall_s,
+        "clicks": [c.to_list() for c in result.clicks],
+    }
+
+
+def _write(fout, rec: dict) -> None:
+    fout.write(json.dumps(rec) + "\n")
+    fout.flush()
+    os.fsync(fout.fileno())
+
+
+def _run_batched(ds, n: int, factory, batch_size: int, protocol: dict, done: set, selected: set, existing: list, fout, bar) -> None:
+    """The batched loop over the first ``n`` images of one dataset (see the module docstring)."""
+    pending: dict[int, int] = {}  # image index -> instances not yet written
+
+    def items():
+        for i in range(n):
+            ids = ds.instance_ids(i)
+            if ids and all((ds.name, k) in done for k in ids):
+                selected.update((ds.name, k) for k in ids)
+                bar.update(1)
+                continue
+            sample = ds[i]
+            todo = []
+            for mask, inst_id, mask_path in zip(sample.masks, sample.instance_ids, sample.mask_paths or [None] * len(sample.masks)):
+                selected.add((ds.name, inst_id))
+                if (ds.name, inst_id) not in done:
+                    todo.append((mask, inst_id, mask_path))
+            if not todo:
+                bar.update(1)
+                continue
+            pending[i] = len(todo)
+            for mask, inst_id, mask_path in todo:
+                yield sample.image, mask, (i, sample, inst_id, mask_path)
+
+    for result in factory.evaluate_items(items(), batch_size, **protocol):
+        i, sample, inst_id, mask_path = result.instance_id
+        rec = _record(ds.name, sample, inst_id, mask_path, protocol["max_clicks"], result, result.wall_s)
+        rec["batch_size"] = batch_size
+        _write(fout, rec)
+        done.add((ds.name, inst_id))
+        existing.append(rec)
+        pending[i] -= 1
+        if pending[i] == 0:
+            del pending[i]
+            bar.update(1)
 
 
 def _json_default(o):

@@ -52,6 +52,43 @@ class ImageState:
     def batch_size(self) -> int:
         return self.features.shape[0]
 
+    @classmethod
+    def cat(cls, states) -> "ImageState":
+        """Concatenate states along the batch dimension (``features`` and ``embedding``).
+
+        Raises ``ValueError`` for an empty list, or states whose ``image_size``/``grid`` differ or
+        that mix a ``None`` and a tensor ``embedding``."""
+        states = list(states)
+        if not states:
+            raise ValueError("ImageState.cat needs at least one state")
+        first = states[0]
+        for i, s in enumerate(states[1:], start=1):
+            if tuple(s.image_size) != tuple(first.image_size):
+                raise ValueError(f"ImageState.cat: state {i} has image_size {tuple(s.image_size)}, state 0 {tuple(first.image_size)}")
+            if (None if s.grid is None else tuple(s.grid)) != (None if first.grid is None else tuple(first.grid)):
+                raise ValueError(f"ImageState.cat: state {i} has grid {s.grid}, state 0 {first.grid}")
+            if (s.embedding is None) != (first.embedding is None):
+                raise ValueError(f"ImageState.cat: state {i} and state 0 disagree on having an embedding")
+        if len(states) == 1:
+            return cls(first.features, tuple(first.image_size), first.embedding, first.grid)
+        emb = None if first.embedding is None else torch.cat([s.embedding for s in states], dim=0)
+        return cls(torch.cat([s.features for s in states], dim=0), tuple(first.image_size), emb, first.grid)
+
+    def select(self, indices) -> "ImageState":
+        """The batch items ``indices`` (an int, a slice, or a sequence/tensor of ints) as a state;
+        an int keeps the batch dimension (batch size 1)."""
+        if isinstance(indices, int):
+            n = self.batch_size
+            if not -n <= indices < n:
+                raise IndexError(f"ImageState.select: index {indices} out of range for batch size {n}")
+            indices = slice(indices % n, indices % n + 1)
+        elif not isinstance(indices, slice):
+            indices = torch.as_tensor(indices, dtype=torch.long, device=self.features.device)
+            if indices.ndim != 1:
+                raise ValueError(f"ImageState.select: indices must be 1-D, got shape {tuple(indices.shape)}")
+        emb = None if self.embedding is None else self.embedding[indices]
+        return ImageState(self.features[indices], tuple(self.image_size), emb, self.grid)
+
 
 class ICMFormer(nn.Module):
     def __init__(self, config: ICMFormerConfig, name: str | None = None) -> None:
