@@ -103,3 +103,37 @@ def test_bad_config_and_input():
         aug(np.zeros((10, 10, 3), np.uint8), np.zeros((11, 10), np.int32))
     with pytest.raises(ValueError, match="-1"):
         aug(np.zeros((10, 10, 3), np.uint8), np.full((10, 10), -2, np.int32))
+
+
+def test_object_centred_crop_frames_the_object():
+    img, mask = scene(240, 320)
+    mask[mask == -1] = 0
+    obj_side = 50  # the object's box is 40 x 50
+    aug = build_augmentation(no_jitter("cocolvis", object_crop_prob=1.0, object_crop_expand=[1.25, 1.25]))
+    for seed in range(8):
+        out_img, out_mask, filled = aug.augment(img, mask, seed=seed)
+        assert out_img.shape == (96, 96, 3)
+        obj = out_mask == 1
+        # the box is 1.25 x the longer side: the object's width spans 1/1.25 of the crop
+        cols = np.nonzero(obj.any(0))[0]
+        assert abs((cols[-1] - cols[0] + 1) - 96 / 1.25) <= 2, seed
+        red = (out_img[..., 0] > 200) & (out_img[..., 1] < 60)
+        assert (red == obj).mean() > 0.97  # image and mask stay aligned
+    # near the image border the box leaves the image: those pixels are reported as filled
+    img2, mask2 = scene(120, 150)
+    mask2[:] = 0
+    mask2[0:20, 0:20] = 1
+    _, m2, f2 = build_augmentation(no_jitter("cocolvis", object_crop_prob=1.0, object_crop_expand=[3, 3])).augment(img2, mask2, seed=0)
+    assert f2.any() and (m2[f2] == 0).all()
+
+
+def test_object_crop_probability_zero_is_the_official_pipeline():
+    img, mask = scene()
+    a = build_augmentation(AugmentConfig(crop_size=[64, 64])).augment(img, mask, seed=5)
+    b = build_augmentation(AugmentConfig(crop_size=[64, 64], object_crop_prob=0.0)).augment(img, mask, seed=5)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    with pytest.raises(ValueError, match="object_crop_prob"):
+        AugmentConfig(object_crop_prob=1.5).validate()
+    with pytest.raises(ValueError, match="object_crop_expand"):
+        AugmentConfig(object_crop_expand=[0.5, 2]).validate()
