@@ -46,6 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="model: instances evaluated together, one forward pass per click step (default: %(default)s, sequential); "
         "SPC is then wall time / clicks and SPC-method the batch call time / instances in the batch",
     )
+    parser.add_argument(
+        "--fast", action="store_true",
+        help="model, CPU: the opt-in fast mode (int8 dynamic quantisation of the Linear layers), to compare its NoC with exact mode",
+    )
     parser.add_argument("--limit", type=int, help="only the first N images of each dataset (quick runs)")
     parser.add_argument("--no-resume", action="store_true", help="start over instead of resuming the records in --out")
     parser.add_argument("--grabcut-max-side", type=int, default=320, help="grabcut: working resolution, longer side (default: %(default)s)")
@@ -88,6 +92,13 @@ def _model(args, names: list[str]):
         model = icmformer.create_model(args.model)
         what = {"model": args.model, "untrained": True}
     model = model.to(device).eval()
+    if getattr(args, "fast", False):
+        if device.type != "cpu":
+            raise ValueError("--fast (int8 dynamic quantisation) runs on the CPU; use --device cpu")
+        from icmformer.models.fast import quantize_int8
+
+        model = quantize_int8(model)
+        what["fast"] = "int8-dynamic"
     base = int(model.default_input_size)
     size = int(args.target_size or base)
     davis = int(args.davis_target_size or round(1.5 * base))
