@@ -218,3 +218,27 @@ def test_qualitative_and_attention_figures_with_a_tiny_model(tmp_path):
     nocross = create_model("icmformer_vit_base_448", **{**tiny_overrides("icmformer_vit_base_448"), "cross_modality": False}).eval()
     with pytest.raises(ValueError, match="no cross-modality blocks"):
         F.fig_attention(nocross, sample, tmp_path / "attn2.png")
+
+
+# ------------------------------------------------------------------------------ README
+def test_readme_results_block_matches_the_regenerated_tables():
+    from icmformer.pipeline.readme import END, START, render
+
+    text = (REPO / "README.md").read_text()
+    if not (REPO / "results" / "tables" / "table1.md").exists():
+        pytest.skip("results/tables not generated in this checkout (run dvc repro)")
+    block = text[text.index(START): text.index(END) + len(END)]
+    assert block == render(REPO / "results"), "README results are stale: run `python -m icmformer.pipeline.readme`"
+
+
+def test_readme_refresh_rewrites_only_the_block(tmp_path):
+    from icmformer.pipeline.readme import END, START, refresh
+
+    (tmp_path / "results" / "tables").mkdir(parents=True)
+    (tmp_path / "results" / "tables" / "table1.md").write_text("## Table 1\n\n| a |\n|---|\n| 1 |\n")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{START}\nold\n{END}\noutro\n")
+    assert refresh(readme, tmp_path / "results") is True
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("outro\n") and "#### Table 1" in text and "old" not in text
+    assert refresh(readme, tmp_path / "results") is False
