@@ -2,6 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -25,7 +30,7 @@ zoom_in = True
 flip = True
 stop_at_target = False
 device = "cpu"
-davis_target_size = 0  # 0 = 1.5x the model's input size (the official 672 for 448)
+davis_target_size = 0  # 0 = 1.5x the model input size (the official 672 for 448)
 limit = 0  # 0 = all images
 
 # %%

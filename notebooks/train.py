@@ -2,6 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -22,12 +27,12 @@ config = "configs/demo.yaml"
 model = "icmformer_vit_tiny_224"
 cross_modality = True
 cross_variant = "X,Y,XY"
-max_steps = 400  # 0 = the config's full schedule; -1 = no training (initial weights)
+max_steps = 400  # 0 = the full schedule of the config; -1 = no training (initial weights)
 seed = 0
 train_root = "data/COCO_MVal"
 out_dir = "results/runs/vit"
 device = "cpu"
-extra = ""  # further config overrides, ';'-separated key=value
+extra = ""  # further config overrides, key=value pairs separated by semicolons
 
 # %%
 import json

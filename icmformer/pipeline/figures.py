@@ -48,16 +48,21 @@ def fig_miou_vs_clicks(summaries: Mapping, labels: Mapping[str, str], datasets: 
     if df.empty:
         raise ValueError("no mIoU curves found in the evaluation summaries")
     present = [d for d in datasets if d in set(df["dataset"])]
+    # one colour per model across all panels, one legend for the figure
+    models = list(dict.fromkeys(df["model"]))
+    palette = dict(zip(models, sns.color_palette(n_colors=len(models))))
     fig, axes = plt.subplots(1, len(present), figsize=(4.2 * len(present), 3.6), squeeze=False, sharey=True)
     for ax, ds in zip(axes[0], present):
-        sns.lineplot(data=df[df["dataset"] == ds], x="clicks", y="mIoU", hue="model", marker="o", markersize=3, ax=ax)
+        sns.lineplot(data=df[df["dataset"] == ds], x="clicks", y="mIoU", hue="model", hue_order=[m for m in models if m in set(df[df["dataset"] == ds]["model"])],
+                     palette=palette, marker="o", markersize=3, ax=ax, legend=False)  # fmt: skip
         ax.set_title(ds)
         ax.axhline(0.85, color="0.7", lw=0.8, ls="--")
         ax.axhline(0.90, color="0.5", lw=0.8, ls="--")
         ax.set_xticks([1, 5, 10, 15, 20])
         ax.set_ylim(0, 1)
-        if ax is not axes[0][-1] and ax.get_legend():
-            ax.get_legend().remove()
+    handles = [plt.Line2D([], [], color=palette[m], marker="o", markersize=3, label=m) for m in models]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(models), 3), frameon=False, bbox_to_anchor=(0.5, -0.16))
+    fig.subplots_adjust(top=0.85)
     fig.suptitle("mIoU vs number of clicks (dashed: 85% and 90%)")
     return _save(fig, path)
 
