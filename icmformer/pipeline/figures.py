@@ -116,7 +116,10 @@ def click_by_click(model, sample, instance: int = 0, max_clicks: int = 20, **pre
 
     gt = sample.masks[instance]
     evaluate_sample(gt, make_predict_fn(model, sample.image, **predictor_options), max_clicks=max_clicks, callback=keep)
-    return {"image": sample.image, "gt": gt, "frames": frames, "name": sample.instance_ids[instance]}
+    name = sample.instance_ids[instance]
+    if sample.image_path is not None:  # <dataset>/<images folder>/<file>: name the dataset too
+        name = f"{Path(sample.image_path).parent.parent.name}/{name}"
+    return {"image": sample.image, "gt": gt, "frames": frames, "name": name}
 
 
 def draw_clicks(ax, clicks) -> None:
