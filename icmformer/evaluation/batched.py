@@ -60,6 +60,7 @@ from icmformer.evaluation.predictor import (
     _check_image,
     _model_device,
     make_predict_fn,
+    prepare_model,
 )
 from icmformer.models.icmformer import ImageState
 
@@ -158,15 +159,7 @@ def iter_evaluate_batch(
         raise ValueError(f"max_clicks must be >= 1, got {max_clicks}")
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    for attr in ("encode_image", "predict_clicks"):
-        if not callable(getattr(model, attr, None)):
-            raise ValueError(f"model must implement {attr}(); got {type(model).__name__}")
-    if device is not None:
-        device = torch.device(device)
-        if hasattr(model, "to"):
-            model = model.to(device)
-    if hasattr(model, "eval"):
-        model.eval()
+    model, _ = prepare_model(model, device)
     options = dict(
         device=None, zoom_in=zoom_in, flip=flip, target_size=target_size, cache_size=cache_size, **predictor_options
     )

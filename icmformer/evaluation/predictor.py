@@ -150,6 +150,23 @@ def map_clicks(clicks: Sequence[Click], roi: Roi, target_size: int, flip: bool =
 
 
 # ------------------------------------------------------------------------------ core predictor
+def prepare_model(model, device: str | torch.device | None = None) -> tuple[object, torch.device]:
+    """Check that ``model`` has ``encode_image`` / ``predict_clicks``, move it to ``device`` (if
+    given) and put it in eval mode; returns the model and its device."""
+    for attr in ("encode_image", "predict_clicks"):
+        if not callable(getattr(model, attr, None)):
+            raise ValueError(f"model must implement {attr}(); got {type(model).__name__}")
+    if device is not None:
+        device = torch.device(device)
+        if hasattr(model, "to"):
+            model = model.to(device)
+    else:
+        device = _model_device(model)
+    if hasattr(model, "eval"):
+        model.eval()
+    return model, device
+
+
 @dataclass
 class PredictorState:
     """What the predictor carries from one click to the next (for undo)."""
@@ -206,17 +223,7 @@ class ZoomFlipPredictor:
         roi_prob_thresh: float = 0.5,
         cache_size: int = 4,
     ) -> None:
-        for attr in ("encode_image", "predict_clicks"):
-            if not callable(getattr(model, attr, None)):
-                raise ValueError(f"model must implement {attr}(); got {type(model).__name__}")
-        if device is not None:
-            device = torch.device(device)
-            if hasattr(model, "to"):
-                model = model.to(device)
-        else:
-            device = _model_device(model)
-        if hasattr(model, "eval"):
-            model.eval()
+        model, device = prepare_model(model, device)
         self.model = model
         self.device = device
         self.zoom_in = bool(zoom_in)

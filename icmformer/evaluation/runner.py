@@ -223,10 +223,7 @@ def run_evaluation(
                 _run_batched(ds, n, factory, batch_size, protocol, done, selected, existing, fout, bar)
                 continue
             for i in range(n):
-                ids = ds.instance_ids(i)
-                if ids and all((ds.name, k) in done for k in ids):
-                    selected.update((ds.name, k) for k in ids)
-                    bar.update(1)
+                if _skip_if_done(ds, i, done, selected, bar):
                     continue
                 t_img = time.perf_counter()
                 sample = ds[i]
@@ -297,16 +294,24 @@ def _write(fout, rec: dict) -> None:
     os.fsync(fout.fileno())
 
 
+def _skip_if_done(ds, i: int, done: set, selected: set, bar) -> bool:
+    """True (and the image counted as selected and progressed) when every instance of image ``i``
+    already has a record, so a resumed run does not even load it."""
+    ids = ds.instance_ids(i)
+    if ids and all((ds.name, k) in done for k in ids):
+        selected.update((ds.name, k) for k in ids)
+        bar.update(1)
+        return True
+    return False
+
+
 def _run_batched(ds, n: int, factory, batch_size: int, protocol: dict, done: set, selected: set, existing: list, fout, bar) -> None:
     """The batched loop over the first ``n`` images of one dataset (see the module docstring)."""
     pending: dict[int, int] = {}  # image index -> instances not yet written
 
     def items():
         for i in range(n):
-            ids = ds.instance_ids(i)
-            if ids and all((ds.name, k) in done for k in ids):
-                selected.update((ds.name, k) for k in ids)
-                bar.update(1)
+            if _skip_if_done(ds, i, done, selected, bar):
                 continue
             sample = ds[i]
             todo = []

@@ -160,14 +160,22 @@ def upsample_map(m: np.ndarray, size: tuple[int, int], mode: str = "bilinear") -
     return out.numpy()
 
 
-def click_token_norm(click_tokens: Any, grid: tuple[int, int]) -> np.ndarray:
-    """L2 norm of each click-branch token, as a ``gh x gw`` map."""
+def _click_tokens_2d(click_tokens: Any, grid: tuple[int, int]) -> np.ndarray:
+    """The click-branch tokens as an ``N x C`` array (a leading batch of one dropped), checked
+    against the ``gh x gw`` grid."""
     t = _as_numpy(click_tokens)
     if t.ndim == 3:
         t = t[0]
     gh, gw = grid
     if t.ndim != 2 or t.shape[0] != gh * gw:
         raise ValueError(f"click_tokens must be N x C with N = {gh}x{gw}, got shape {t.shape}")
+    return t
+
+
+def click_token_norm(click_tokens: Any, grid: tuple[int, int]) -> np.ndarray:
+    """L2 norm of each click-branch token, as a ``gh x gw`` map."""
+    t = _click_tokens_2d(click_tokens, grid)
+    gh, gw = grid
     return np.linalg.norm(t, axis=1).reshape(gh, gw).astype(np.float32)
 
 
@@ -175,12 +183,8 @@ def click_token_pca(click_tokens: Any, grid: tuple[int, int], k: int = 3) -> np.
     """The first ``k`` principal components of the click-branch tokens as a ``gh x gw x k`` map,
     each scaled to [0, 1] (with ``k=3`` an RGB picture). Signs are fixed so that each component's
     largest loading is positive (deterministic)."""
-    t = _as_numpy(click_tokens)
-    if t.ndim == 3:
-        t = t[0]
+    t = _click_tokens_2d(click_tokens, grid)
     gh, gw = grid
-    if t.ndim != 2 or t.shape[0] != gh * gw:
-        raise ValueError(f"click_tokens must be N x C with N = {gh}x{gw}, got shape {t.shape}")
     x = t.astype(np.float64) - t.mean(axis=0, keepdims=True)
     _, _, vt = np.linalg.svd(x, full_matrices=False)
     comps = vt[:k]
