@@ -63,20 +63,44 @@ def test_official_layout_round_trip(name, tmp_path):
     assert same_weights(model, loaded)
 
 
-def test_official_checkpoint_with_pickled_classes_loads_safely(tmp_path):
-    # official checkpoints pickle isegm objects in their config; we must not need (or run) them
+def test_official_checkpoint_with_pickled_classes_loads_safely(tmp_path, monkeypatch):
+    # official checkpoints pickle isegm objects in their config (e.g. its CrossEntropyLoss); we
+    # must not need (or run) them: they become inert placeholders
     import pickle
+    import sys
+    import types
 
-    class Foreign:  # stands in for an isegm class
+    ran = []
+
+    class CrossEntropyLoss:  # stands in for an isegm class
+        def __init__(self):
+            self.loss_weight = 1.0
+
+        def __setstate__(self, state):  # would run if the real class were imported
+            ran.append(state)
+
+    mod = types.ModuleType("isegm.model.losses")
+    CrossEntropyLoss.__module__, CrossEntropyLoss.__qualname__ = mod.__name__, "CrossEntropyLoss"
+    mod.CrossEntropyLoss = CrossEntropyLoss
+    for name in ("isegm", "isegm.model", "isegm.model.losses"):
+        monkeypatch.setitem(sys.modules, name, mod)
+
+    model = tiny("icmformer_vit_base_448")
+    payload = {"state_dict": to_official_state_dict(model), "config": {"class": "isegm.X", "params": {"loss": CrossEntropyLoss()}}}
+    path = tmp_path / "official.pth"
+    for proto in (2, pickle.HIGHEST_PROTOCOL):
+        torch.save(payload, path, pickle_protocol=proto)
+        loaded = load_checkpoint(path)
+        assert same_weights(model, loaded)
+    assert ran == []
+
+    class Gadget:  # a global outside isegm and outside the allowlist: refused, never called
         def __reduce__(self):
             return (print, ("this must never run",))
 
-    model = tiny("icmformer_vit_base_448")
-    payload = {"state_dict": to_official_state_dict(model), "config": {"class": "isegm.X", "params": {"norm": Foreign()}}}
-    path = tmp_path / "official.pth"
-    torch.save(payload, path, pickle_protocol=pickle.HIGHEST_PROTOCOL)
-    loaded = load_checkpoint(path)
-    assert same_weights(model, loaded)
+    torch.save({"state_dict": to_official_state_dict(model), "config": {"x": Gadget()}}, path)
+    with pytest.raises(ValueError, match="refused official checkpoint: global .*print is not allowed"):
+        load_checkpoint(path)
 
 
 def test_official_weights_give_official_logits():

@@ -52,8 +52,6 @@ Items are dicts: ``image`` ``3 x H x W`` float32 in [0, 1]; ``gt`` ``1 x H x W``
 """
 from __future__ import annotations
 
-import io
-import pickle
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -70,47 +68,15 @@ from torch.utils.data import Dataset
 from icmformer.data.augment import Augmenter
 from icmformer.data.points_sampler import MultiPointSampler
 from icmformer.data.sample import Sample
+from icmformer.safe_pickle import load_pickle
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 MASK_EXTENSIONS = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg")
 
 # ----------------------------------------------------------------------------- restricted pickle
-
-_SAFE_GLOBALS = frozenset(
-    [("builtins", n) for n in ("list", "dict", "tuple", "set", "frozenset", "int", "float", "complex",
-                               "str", "bytes", "bytearray", "bool", "slice", "range")]
-    + [("collections", "OrderedDict"), ("_codecs", "encode"), ("numpy", "ndarray"), ("numpy", "dtype")]
-    + [(f"numpy.{core}.{mod}", name) for core in ("core", "_core")
-       for mod, name in (("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer"))]
-)
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _SAFE_GLOBALS:
-            return super().find_class(module, name)
-        if module == "numpy.dtypes" and name.endswith("DType"):  # numpy >= 1.25 dtype classes
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"global {module}.{name} is not allowed")
-
-
-def load_restricted_pickle(path: str | Path) -> Any:
-    """Load a pickle that may only contain builtin containers/scalars and numpy arrays.
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        ValueError: the file references anything else (it is refused, not executed) or is corrupt.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: file not found")
-    data = path.read_bytes()
-    try:
-        return _RestrictedUnpickler(io.BytesIO(data)).load()
-    except pickle.UnpicklingError as e:
-        raise ValueError(f"{path}: refused or corrupt pickle ({e}); only builtins and numpy arrays are allowed") from e
-    except (EOFError, AttributeError, ImportError, IndexError, TypeError) as e:
-        raise ValueError(f"{path}: cannot read pickle ({type(e).__name__}: {e})") from e
+# One exact allowlist for every pickle the package reads (builtins containers, numpy arrays):
+# icmformer.safe_pickle; a refused global raises ValueError naming it, nothing from the file runs.
+load_restricted_pickle = load_pickle
 
 
 # ----------------------------------------------------------------------------- reading helpers
@@ -634,9 +600,44 @@ class FolderTrainDataset(SampleTrainDataset):
         super().__init__(FolderSamples(root), **kwargs)
 
 
+class MixedTrainDataset(TrainDataset):
+    """Several training sets as one: images of source ``i`` are drawn with total probability
+    ``weights[i] / sum(weights)`` (uniform within a source). The sources only provide images and
+    instances (``get_layers``); augmentation, click sampling and epoch length are this dataset's."""
+
+    def __init__(self, sources: Sequence[TrainDataset], weights: Sequence[float], **kwargs: Any) -> None:
+        if not sources or len(sources) != len(weights):
+            raise ValueError("MixedTrainDataset needs one weight per source and at least one source")
+        self.sources = list(sources)
+        self._offsets = np.cumsum([0] + [s.num_images() for s in self.sources])
+        super().__init__(**kwargs)
+        per_image = np.concatenate([
+            np.full(s.num_images(), float(w) / max(s.num_images(), 1)) for s, w in zip(self.sources, weights)
+        ])  # fmt: skip
+        self.set_sample_weights(per_image)
+
+    def num_images(self) -> int:
+        return int(self._offsets[-1])
+
+    def get_layers(self, index: int, rng: np.random.Generator) -> InstanceLayers:
+        src = int(np.searchsorted(self._offsets, index, side="right")) - 1
+        return self.sources[src].get_layers(index - int(self._offsets[src]), rng)
+
+
 # ----------------------------------------------------------------------------- builder
 
-DATASET_KINDS = ("sbd", "cocolvis", "folder")
+DATASET_KINDS = ("sbd", "cocolvis", "folder", "mixed")
+
+
+def _source_dataset(src: Any, data: Any) -> TrainDataset:
+    """The image/instance reader of one ``kind: mixed`` source (no augmentation of its own)."""
+    if src.kind == "sbd":
+        return SBDTrainDataset(src.data_root, split=src.split, buggy_mask_thresh=data.buggy_mask_thresh)
+    if src.kind == "cocolvis":
+        return CocoLvisTrainDataset(src.data_root, split=src.split, stuff_prob=data.stuff_prob)
+    if src.kind == "folder":
+        return FolderTrainDataset(src.data_root)
+    raise ValueError(f"data.sources: kind must be sbd, cocolvis or folder, got {src.kind!r}")
 
 
 def build_train_dataset(data: Any, clicks: Any, seed: int = 0, augmenter: Augmenter | None = None) -> TrainDataset:
@@ -658,6 +659,9 @@ def build_train_dataset(data: Any, clicks: Any, seed: int = 0, augmenter: Augmen
         augmenter=augmenter, points_sampler=sampler, min_object_area=data.min_object_area,
         keep_background_prob=data.keep_background_prob, epoch_len=data.epoch_len, seed=seed,
     )
+    if data.kind == "mixed":
+        subs = [_source_dataset(src, data) for src in data.sources]
+        return MixedTrainDataset(subs, [float(src.weight) for src in data.sources], **common)
     if data.kind == "sbd":
         return SBDTrainDataset(
             data.data_root, split=data.split, buggy_mask_thresh=data.buggy_mask_thresh,

@@ -5,9 +5,10 @@ Our format is a single ``.safetensors`` file: the model's state dict plus metada
 "config": <JSON of the full config>}``. Loading needs no pickled classes.
 
 Official checkpoints are ``torch.save({'state_dict': ..., 'config': {...}})`` files of the isegm
-code base. They are read with ``weights_only=True`` where possible, otherwise with a restricted
-unpickler that rebuilds tensors and plain containers and replaces every other class (the isegm
-config objects) by an inert placeholder, so no code from the file runs. Key mapping
+code base. They are read with ``weights_only=True`` where possible, otherwise with the exact
+allowlist of :mod:`icmformer.safe_pickle` (tensors, numpy arrays, plain containers); the isegm
+config objects become inert placeholders and any other global is refused, so no code from the
+file runs. Key mapping
 (OFFICIAL.md §1d):
 
 ==========================================  ===============================================
@@ -25,7 +26,6 @@ unused: ``backbone.cls_token``, ``backbone.fc_norm``, ``backbone.head``, ``head.
 from __future__ import annotations
 
 import json
-import pickle
 import re
 from pathlib import Path
 from typing import Any
@@ -163,45 +163,14 @@ def _existing(path: str | Path) -> Path:
 
 
 # ---------------------------------------------------------------------------------- official
-class _Placeholder:
-    """Stands in for any class an official checkpoint pickles (isegm config objects)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.args = args
-
-    def __setstate__(self, state: Any) -> None:
-        self.state = state
-
-    def __call__(self, *args: Any, **kwargs: Any) -> "_Placeholder":
-        return _Placeholder(*args)
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    _ALLOWED = ("torch", "collections", "numpy", "builtins", "_codecs", "copyreg")
-
-    def find_class(self, module: str, name: str) -> Any:
-        if module.split(".")[0] in self._ALLOWED and not (module == "builtins" and name in {"eval", "exec", "compile", "open", "__import__", "getattr"}):
-            return super().find_class(module, name)
-        return type(f"{module}.{name}", (_Placeholder,), {})
-
-
-class _RestrictedPickleModule:
-    Unpickler = _RestrictedUnpickler
-    load = staticmethod(lambda f, **kw: _RestrictedUnpickler(f, **kw).load())
-    __name__ = "icmformer_restricted_pickle"
-
-
 def read_official(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """Read an official checkpoint -> (state dict, config dict or {})."""
+    from icmformer.safe_pickle import load_torch
+
     path = _existing(path)
-    try:
-        try:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
-            # the file pickles classes (isegm config objects): rebuild tensors and plain data only
-            obj = torch.load(str(path), map_location="cpu", weights_only=False, pickle_module=_RestrictedPickleModule)
-    except Exception as exc:
-        raise ValueError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})") from exc
+    # weights_only=True first; isegm config objects become inert placeholders, every other
+    # global outside the exact allowlist of icmformer.safe_pickle is refused (nothing runs)
+    obj = load_torch(path, "official checkpoint", placeholders=True)
     if isinstance(obj, dict) and "state_dict" in obj:
         state, config = obj["state_dict"], obj.get("config") or {}
     elif isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
