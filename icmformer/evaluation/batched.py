@@ -1,26 +1,22 @@
 """Batched evaluation: several instances advance click by click together.
 
 :func:`evaluate_batch` runs the same protocol as :func:`~icmformer.evaluation.loop.evaluate_sample`
-with the :class:`~icmformer.evaluation.predictor.ZoomFlipPredictor` method, but up to
-``batch_size`` instances (K) at a time, so that one forward pass serves K instances (2K network
-inputs with flip). Each instance keeps its own state, exactly as the sequential path:
+with the zoom-in + flip predictor, but up to ``batch_size`` instances (K) at a time, so that one
+forward pass serves K instances (2K network inputs with flip). It drives the same protocol core
+as the sequential predictor (:class:`~icmformer.evaluation.core.ZoomFlipCore`), with several steps
+per call. Each instance keeps its own state, exactly as the sequential path:
 
 - its :class:`~icmformer.evaluation.clicker.Clicker` and current prediction mask;
-- its previous full-resolution probability map and its zoom-in ROI, updated by the predictor's
-  own code (``ZoomFlipPredictor._update_roi``; the geometry helpers ``get_object_roi``,
-  ``check_object_roi``, ``bbox_iou`` and ``map_clicks`` of :mod:`~icmformer.evaluation.predictor`);
-- the encode cache of its image (``(roi, target_size, flip)`` keys, LRU of ``cache_size`` crops),
-  shared by the instances of one image as the per-image predictor of the sequential runner shares
-  it. Instances share an image when their items hold the *same* image array object (as the masks
-  of one :class:`~icmformer.data.sample.Sample` do).
+- its :class:`~icmformer.evaluation.core.ClickState` (previous full-resolution probability map
+  and zoom-in ROI);
+- the encode cache of its image (an :class:`~icmformer.evaluation.core.ImageEntry`), shared by the
+  instances of one image as the per-image predictor of the sequential path shares it. Instances
+  share an image when their items hold the *same* image array object (as the masks of one
+  :class:`~icmformer.data.sample.Sample` do).
 
-At each click step every active instance makes its next click; the crops that are not cached are
-encoded in one ``model.encode_image`` call (a crop needed by several instances of one image is
-encoded once); all active instances are predicted in one ``model.predict_clicks`` call (the
-:class:`~icmformer.models.icmformer.ImageState` s concatenated with :meth:`ImageState.cat`, the
-click tensors padded with ``(-1, -1, -1)`` rows to the longest click list, the previous-mask crops
-stacked); the logits are split per instance and post-processed as the sequential predictor does
-(flip averaging in logit space, sigmoid, bilinear resize to the ROI, paste into the full map).
+At each click step every active instance makes its next click; then ``core.prepare`` for each,
+one ``core.forward`` (the crops no cache holds in one encode call, every instance in one decode
+call) and ``core.finish`` per instance (see :mod:`icmformer.evaluation.core`).
 Finished instances are replaced by the next waiting ones (a work queue), so the batch stays full;
 ``items`` may be a lazy iterator (the runner loads images only when the queue reaches them).
 
@@ -42,68 +38,32 @@ Timing (per instance and click, as :class:`~icmformer.evaluation.loop.SampleResu
 from __future__ import annotations
 
 import time
-from collections import OrderedDict, deque
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from icmformer.evaluation.clicker import Clicker
-from icmformer.evaluation.loop import SampleResult
+from icmformer.evaluation.core import ClickState, ImageEntry, ZoomFlipCore, check_image, model_device, pad_clicks
+from icmformer.evaluation.loop import ItemResult
 from icmformer.evaluation.metrics import iou_float64
-from icmformer.evaluation.predictor import (
-    PRED_THRESHOLD,
-    PredictorState,
-    ZoomFlipPredictor,
-    _check_image,
-    _model_device,
-    make_predict_fn,
-    prepare_model,
-)
-from icmformer.models.icmformer import ImageState
+from icmformer.evaluation.predictor import make_predict_fn
+from icmformer.evaluation.protocol import MAX_CLICKS, PRED_THRESHOLD, TARGET_IOU
 
-
-@dataclass
-class BatchSampleResult(SampleResult):
-    """A :class:`~icmformer.evaluation.loop.SampleResult` with the batched run's extras.
-
-    Attributes:
-        instance_id: the third element of the instance's item, returned as given.
-        index: the position of the item in ``items``.
-        wall_s: the instance's share of the wall-clock time (see the module docstring).
-        batch_sizes: how many instances shared each of its click steps.
-    """
-
-    instance_id: object = None
-    index: int = -1
-    wall_s: float = 0.0
-    batch_sizes: list[int] = field(default_factory=list)
-
-
-class _ImageSlot:
-    """One image in flight: a :class:`ZoomFlipPredictor` holding the image tensor and its encode
-    cache, shared by the instances of that image."""
-
-    def __init__(self, model, image: np.ndarray, options: dict) -> None:
-        self.image = image  # keeps the array alive, so its id() stays unique while in use
-        self.core = ZoomFlipPredictor(model, **options)
-        self.core.set_image(image)
-        self.users = 0
+BatchSampleResult = ItemResult  # the name of the per-item result before the runner had one loop
+_pad_clicks = pad_clicks
 
 
 class _Instance:
-    def __init__(self, index: int, instance_id, slot: _ImageSlot, gt_mask: np.ndarray, ignore_label: int) -> None:
+    def __init__(self, index: int, instance_id, entry: ImageEntry, gt_mask: np.ndarray, ignore_label: int) -> None:
         self.index = index
-        self.slot = slot
+        self.entry = entry
         self.gt = gt_mask
         self.clicker = Clicker(gt_mask, ignore_label=ignore_label)
         self.pred_mask = np.zeros(gt_mask.shape, dtype=bool)
-        self.state = PredictorState(None, None)
-        self.result = BatchSampleResult(instance_id=instance_id, index=index)
+        self.state = ClickState()
+        self.result = ItemResult(instance_id=instance_id, index=index)
         self.clicks: list = []
-        self.done = False
 
 
 def _check_item(item, index: int):
@@ -111,7 +71,7 @@ def _check_item(item, index: int):
         image, gt_mask, instance_id = item
     except (TypeError, ValueError):
         raise ValueError(f"items[{index}] must be a tuple (image H x W x 3 uint8, gt_mask H x W, instance_id)") from None
-    image = _check_image(image)
+    image = check_image(image)
     gt_mask = np.asarray(gt_mask)
     if gt_mask.ndim != 2 or gt_mask.shape != image.shape[:2]:
         raise ValueError(
@@ -121,23 +81,62 @@ def _check_item(item, index: int):
     return image, gt_mask, instance_id
 
 
-def _pad_clicks(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Stack ``b_i x n_i x 3`` click tensors into ``sum(b_i) x max(n_i) x 3``, padding with -1 rows."""
-    n = max(t.shape[1] for t in tensors)
-    if all(t.shape[1] == n for t in tensors):
-        return torch.cat(list(tensors), dim=0)
-    out = torch.full((sum(t.shape[0] for t in tensors), n, 3), -1.0, dtype=tensors[0].dtype, device=tensors[0].device)
-    row = 0
-    for t in tensors:
-        out[row : row + t.shape[0], : t.shape[1]] = t
-        row += t.shape[0]
+class _WorkQueue:
+    """The active instances (at most ``k``), refilled lazily from ``items``; instances of one image
+    array share one :class:`ImageEntry` (and so its encode cache)."""
+
+    def __init__(self, items: Iterable, core: ZoomFlipCore, k: int, ignore_label: int) -> None:
+        self.items = iter(items)
+        self.core = core
+        self.k = k
+        self.ignore_label = ignore_label
+        self.active: list[_Instance] = []
+        self.next_index = 0
+        self.exhausted = False
+        self.entries: dict[int, tuple[np.ndarray, ImageEntry, int]] = {}  # id(image) -> (image, entry, users)
+
+    def refill(self) -> list[_Instance]:
+        while len(self.active) < self.k and not self.exhausted:
+            try:
+                item = next(self.items)
+            except StopIteration:
+                self.exhausted = True
+                break
+            image, gt_mask, instance_id = _check_item(item, self.next_index)
+            # the image array is kept in the dict, so its id() stays unique while in use
+            held, entry, users = self.entries.get(id(image)) or (image, self.core.add_image(image), 0)
+            self.entries[id(image)] = (held, entry, users + 1)
+            inst = _Instance(self.next_index, instance_id, entry, gt_mask, self.ignore_label)
+            inst.image_key = id(image)
+            self.active.append(inst)
+            self.next_index += 1
+        # Images whose instances are all done are dropped only now, so that the next instance of
+        # the same image (items of one sample come one after another) still finds its cache.
+        for key in [key for key, (_, _, users) in self.entries.items() if users == 0]:
+            del self.entries[key]
+        return self.active
+
+    def retire(self, finished: list[_Instance]) -> None:
+        self.active[:] = [inst for inst in self.active if inst not in finished]
+        for inst in finished:
+            image, entry, users = self.entries[inst.image_key]
+            self.entries[inst.image_key] = (image, entry, users - 1)
+
+
+def _predict_step(core: ZoomFlipCore, active: list[_Instance]) -> list[np.ndarray]:
+    """One click of every active instance through the core (one encode and one decode call)."""
+    steps = [core.prepare(inst.entry, inst.clicks, inst.state) for inst in active]
+    out = []
+    for inst, (probs, state) in zip(active, core.run(steps)):
+        inst.state = state
+        out.append(probs)
     return out
 
 
 def iter_evaluate_batch(
     model,
     items: Iterable,
-    max_clicks: int = 20,
+    max_clicks: int = MAX_CLICKS,
     batch_size: int = 8,
     zoom_in: bool = True,
     flip: bool = True,
@@ -145,13 +144,12 @@ def iter_evaluate_batch(
     pred_thr: float = PRED_THRESHOLD,
     device: str | torch.device | None = None,
     *,
-    target_iou: float = 0.90,
+    target_iou: float = TARGET_IOU,
     stop_at_target: bool = False,
     min_clicks: int = 1,
     ignore_label: int = -1,
-    cache_size: int = 4,
     **predictor_options,
-) -> Iterator[BatchSampleResult]:
+) -> Iterator[ItemResult]:
     """Like :func:`evaluate_batch`, but a generator that yields each instance's result as soon as
     it is finished (instances finishing in the same step in input order). ``items`` is consumed
     lazily, only when a batch slot becomes free."""
@@ -159,126 +157,23 @@ def iter_evaluate_batch(
         raise ValueError(f"max_clicks must be >= 1, got {max_clicks}")
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    model, _ = prepare_model(model, device)
-    options = dict(
-        device=None, zoom_in=zoom_in, flip=flip, target_size=target_size, cache_size=cache_size, **predictor_options
-    )
-    k_max = int(batch_size)
+    core = ZoomFlipCore(model, device, zoom_in=zoom_in, flip=flip, target_size=target_size, **predictor_options)
+    queue = _WorkQueue(items, core, int(batch_size), ignore_label)
     stop_thr = max(0.8, float(target_iou))
-    n_per = 2 if flip else 1
-
-    queue = iter(items)
-    exhausted = False
-    next_index = 0
-    slots: dict[int, _ImageSlot] = {}
-    active: list[_Instance] = []
-    outside_kw: str | None = None
-
-    def refill() -> None:
-        nonlocal exhausted, next_index
-        while len(active) < k_max and not exhausted:
-            try:
-                item = next(queue)
-            except StopIteration:
-                exhausted = True
-                break
-            image, gt_mask, instance_id = _check_item(item, next_index)
-            slot = slots.get(id(image))
-            if slot is None:
-                slot = _ImageSlot(model, image, options)
-                slots[id(image)] = slot
-            slot.users += 1
-            active.append(_Instance(next_index, instance_id, slot, gt_mask, ignore_label))
-            next_index += 1
-        # Images whose instances are all done are dropped only now, so that the next instance of
-        # the same image (items of one sample come one after another) still finds its cache.
-        for key in [k for k, s in slots.items() if s.users == 0]:
-            del slots[key]
-
     t_mark = time.perf_counter()
-    while True:
-        refill()
-        if not active:
-            break
+    while queue.refill():
+        active = queue.active
         n = len(active)
-        # 1. the simulated user clicks
-        for inst in active:
+        for inst in active:  # 1. the simulated user clicks
             t0 = time.perf_counter()
             inst.clicker.make_next_click(inst.pred_mask)
             inst.clicks = inst.clicker.get_clicks()
             inst.result.simulator_times.append(time.perf_counter() - t0)
-        # 2. the method, batched
-        tm0 = time.perf_counter()
-        with torch.inference_mode():
-            rois = []
-            for inst in active:
-                core = inst.slot.core
-                core.set_state(inst.state)
-                rois.append(core._update_roi(inst.clicks))
-            core0 = active[0].slot.core
-            t = core0.target_size
-            if outside_kw is None:
-                outside_kw = core0._outside_kw or ""
-            # encode the crops that are not cached (each distinct (image, crop) once)
-            states: list[ImageState | None] = []
-            todo: OrderedDict[tuple, list[int]] = OrderedDict()
-            for i, (inst, roi) in enumerate(zip(active, rois)):
-                key = (roi, t, core0.flip)
-                cache = inst.slot.core._cache
-                if key in cache:
-                    cache.move_to_end(key)
-                    states.append(cache[key])
-                else:
-                    states.append(None)
-                    todo.setdefault((id(inst.slot), key), []).append(i)
-            if todo:
-                crops = []
-                for users in todo.values():
-                    inst = active[users[0]]
-                    core = inst.slot.core
-                    crops.append(core._batch(core._crop(core._image, rois[users[0]])))
-                encoded = model.encode_image(torch.cat(crops, dim=0))
-                for j, ((_, key), users) in enumerate(todo.items()):
-                    st = encoded.select(slice(j * n_per, (j + 1) * n_per)) if len(todo) > 1 else encoded
-                    core = active[users[0]].slot.core
-                    core.encode_calls += 1
-                    core._cache[key] = st
-                    while len(core._cache) > core.cache_size:
-                        core._cache.popitem(last=False)
-                    for i in users:
-                        states[i] = st
-            state = ImageState.cat(states)
-            prevs, points = [], []
-            for inst, roi in zip(active, rois):
-                core = inst.slot.core
-                h, w = core.image_size
-                prev_full = inst.state.prev_probs if inst.state.prev_probs is not None else torch.zeros(1, 1, h, w, device=core.device)
-                prevs.append(core._batch(core._crop(prev_full, roi)))
-                points.append(core.click_tensor(inst.clicks, roi))
-            kwargs = {outside_kw: True} if outside_kw else {}
-            logits_all = model.predict_clicks(state, _pad_clicks(points), torch.cat(prevs, dim=0), **kwargs)
-            if isinstance(logits_all, tuple):
-                logits_all = logits_all[0]
-            if tuple(logits_all.shape[-2:]) != (t, t):
-                logits_all = F.interpolate(logits_all, size=(t, t), mode="bilinear", align_corners=True)
-            probs_np = []
-            for i, (inst, roi) in enumerate(zip(active, rois)):
-                core = inst.slot.core
-                logits = logits_all[i * n_per : (i + 1) * n_per]
-                if core.flip:
-                    logits = 0.5 * (logits[:1] + torch.flip(logits[1:2], dims=[3]))
-                probs = torch.sigmoid(logits.float())
-                rmin, rmax, cmin, cmax = roi
-                probs = F.interpolate(probs, size=(rmax - rmin + 1, cmax - cmin + 1), mode="bilinear", align_corners=True)
-                h, w = core.image_size
-                full = torch.zeros(1, 1, h, w, device=core.device, dtype=torch.float32)
-                full[:, :, rmin : rmax + 1, cmin : cmax + 1] = probs
-                inst.state = PredictorState(full, roi)
-                probs_np.append(full[0, 0].cpu().numpy().astype(np.float32, copy=False))
+        tm0 = time.perf_counter()  # 2. the method, batched
+        probs_all = _predict_step(core, active)
         share = (time.perf_counter() - tm0) / n
-        # 3. per instance: threshold, IoU, stop test
-        finished = []
-        for inst, probs in zip(active, probs_np):
+        finished = []  # 3. per instance: threshold, IoU, stop test
+        for inst, probs in zip(active, probs_all):
             t0 = time.perf_counter()
             inst.pred_mask = probs > pred_thr
             iou = iou_float64(inst.gt, inst.pred_mask, ignore_label)
@@ -288,25 +183,22 @@ def iter_evaluate_batch(
             res.simulator_times[-1] += time.perf_counter() - t0
             res.batch_sizes.append(n)
             res.last_probs = probs
-            step = len(res.ious)
-            if step >= int(max_clicks) or (stop_at_target and iou >= stop_thr and step >= min_clicks):
+            if len(res.ious) >= int(max_clicks) or (stop_at_target and iou >= stop_thr and len(res.ious) >= min_clicks):
                 finished.append(inst)
         now = time.perf_counter()
         for inst in active:
             inst.result.wall_s += (now - t_mark) / n
         t_mark = now
-        if finished:
-            active[:] = [inst for inst in active if inst not in finished]
-            for inst in sorted(finished, key=lambda x: x.index):
-                inst.result.clicks = inst.clicker.get_clicks()
-                inst.slot.users -= 1  # the slot is dropped at the next refill if nobody uses it
-                yield inst.result
+        queue.retire(finished)  # their image is dropped at the next refill if nobody uses it
+        for inst in sorted(finished, key=lambda x: x.index):
+            inst.result.clicks = inst.clicker.get_clicks()
+            yield inst.result
 
 
 def evaluate_batch(
     model,
     items: Iterable,
-    max_clicks: int = 20,
+    max_clicks: int = MAX_CLICKS,
     batch_size: int = 8,
     zoom_in: bool = True,
     flip: bool = True,
@@ -314,23 +206,23 @@ def evaluate_batch(
     pred_thr: float = PRED_THRESHOLD,
     device: str | torch.device | None = None,
     **options,
-) -> list[BatchSampleResult]:
+) -> list[ItemResult]:
     """Evaluate instances with the zoom-in + flip predictor, ``batch_size`` of them per forward pass.
 
     Args:
-        model: an iCMFormer model (``encode_image``, ``predict_clicks``, ``default_input_size``);
-            put in eval mode here.
+        model: an iCMFormer model (``encode_image``, ``predict_clicks``, ``default_input_size``;
+            put in eval mode here) or a :class:`~icmformer.evaluation.core.ModelBackend`.
         items: ``(image H x W x 3 uint8, gt_mask H x W int, instance_id)`` tuples (any iterable).
             Items holding the same image array share its encode cache.
         max_clicks, pred_thr: the protocol of :func:`~icmformer.evaluation.loop.evaluate_sample`;
             ``target_iou``, ``stop_at_target``, ``min_clicks`` and ``ignore_label`` may be given
             as keywords too.
         batch_size: K, the number of instances per forward pass (2K network inputs with flip).
-        zoom_in, flip, target_size, device: as :class:`~icmformer.evaluation.predictor.ZoomFlipPredictor`
+        zoom_in, flip, target_size, device: as :class:`~icmformer.evaluation.core.ZoomFlipCore`
             (other keywords such as ``expansion_ratio`` or ``cache_size`` go there as well).
 
     Returns:
-        One :class:`BatchSampleResult` per item, in the order of ``items``.
+        One :class:`~icmformer.evaluation.loop.ItemResult` per item, in the order of ``items``.
     """
     results = list(
         iter_evaluate_batch(
@@ -344,13 +236,13 @@ def evaluate_batch(
 class ModelMethod:
     """A model-backed evaluation method for :func:`~icmformer.evaluation.runner.run_evaluation`.
 
-    Called with a sample it returns the sequential ``predict_fn`` of
-    :func:`~icmformer.evaluation.predictor.make_predict_fn` (the ``batch_size=1`` path); with
-    ``batch_size > 1`` the runner calls :meth:`evaluate_items` instead.
+    :meth:`evaluate_items` runs items through :func:`iter_evaluate_batch` (``batch_size`` 1: one
+    instance per forward pass, the same numbers as the sequential predictor). Called with a sample
+    it returns the sequential ``predict_fn`` of :func:`~icmformer.evaluation.predictor.make_predict_fn`.
 
     Args:
         model: the model (moved to ``options["device"]`` once, here).
-        options: :class:`~icmformer.evaluation.predictor.ZoomFlipPredictor` options (``device``,
+        options: :class:`~icmformer.evaluation.core.ZoomFlipCore` options (``device``,
             ``zoom_in``, ``flip``, ``target_size``, ...).
     """
 
@@ -362,11 +254,11 @@ class ModelMethod:
 
     @property
     def device(self) -> torch.device:
-        return _model_device(self.model)
+        return model_device(self.model)
 
     def __call__(self, sample):
         return make_predict_fn(self.model, sample.image, **self.options)
 
-    def evaluate_items(self, items: Iterable, batch_size: int, **protocol) -> Iterator[BatchSampleResult]:
-        """Batched results of ``items`` (see :func:`iter_evaluate_batch`), in completion order."""
+    def evaluate_items(self, items: Iterable, batch_size: int, **protocol) -> Iterator[ItemResult]:
+        """Results of ``items`` (see :func:`iter_evaluate_batch`), in completion order."""
         return iter_evaluate_batch(self.model, items, batch_size=batch_size, **self.options, **protocol)

@@ -22,13 +22,14 @@ previous prediction back) recognises a new instance by a list of length 1.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from icmformer.evaluation.clicker import Click, Clicker
 from icmformer.evaluation.metrics import iou_float64, noc
+from icmformer.evaluation.protocol import MAX_CLICKS, PRED_THRESHOLD, TARGET_IOU
 
 PredictFn = Callable[[list[Click]], np.ndarray]
 
@@ -55,8 +56,27 @@ class SampleResult:
     def n_clicks(self) -> int:
         return len(self.ious)
 
-    def noc(self, thr: float, max_clicks: int = 20) -> int:
+    def noc(self, thr: float, max_clicks: int = MAX_CLICKS) -> int:
         return noc(self.ious, thr, max_clicks)
+
+
+@dataclass
+class ItemResult(SampleResult):
+    """A :class:`SampleResult` of one item of an "evaluate these items" run (the runner's
+    interface: :func:`evaluate_items` here, the batched evaluator for models).
+
+    Attributes:
+        instance_id: the third element of the instance's item, returned as given.
+        index: the position of the item in ``items``.
+        wall_s: the instance's share of the wall-clock time of the run (loading its image, the
+            click simulation, the method, and whatever the consumer did before asking for it).
+        batch_sizes: how many instances shared each of its click steps (batched runs).
+    """
+
+    instance_id: object = None
+    index: int = -1
+    wall_s: float = 0.0
+    batch_sizes: list[int] = field(default_factory=list)
 
 
 def _check_probs(probs: object, shape: tuple[int, int], step: int) -> np.ndarray:
@@ -83,9 +103,9 @@ def _check_probs(probs: object, shape: tuple[int, int], step: int) -> np.ndarray
 def evaluate_sample(
     gt_mask: np.ndarray,
     predict_fn: PredictFn,
-    max_clicks: int = 20,
-    pred_thr: float = 0.49,
-    target_iou: float = 0.90,
+    max_clicks: int = MAX_CLICKS,
+    pred_thr: float = PRED_THRESHOLD,
+    target_iou: float = TARGET_IOU,
     stop_at_target: bool = False,
     min_clicks: int = 1,
     callback: Callable[[int, list[Click], np.ndarray, float], None] | None = None,
@@ -138,3 +158,27 @@ def evaluate_sample(
             break
     result.clicks = clicker.get_clicks()
     return result
+
+
+def evaluate_items(items: Iterable, method_factory: Callable[[object], PredictFn], source: Callable | None = None, **protocol) -> Iterator[ItemResult]:
+    """Evaluate ``(image, gt_mask, instance_id)`` items one at a time with a ``predict_fn`` method.
+
+    ``method_factory(source(item))`` builds the ``predict_fn`` of an image (``source`` defaults to
+    the item's image); consecutive items with the same source object share it, so a model encodes
+    an image once for all its instances. ``protocol`` goes to :func:`evaluate_sample`. Yields one
+    :class:`ItemResult` per item, in order, as soon as it is done (``items`` is read lazily; as in
+    the batched evaluator, ``wall_s`` counts from the previous result, so reading the item and
+    whatever the consumer did in between are included).
+    """
+    current, predict_fn = None, None
+    t_mark = time.perf_counter()
+    for index, item in enumerate(items):
+        _, gt_mask, instance_id = item
+        arg = item[0] if source is None else source(item)
+        if predict_fn is None or arg is not current:
+            current, predict_fn = arg, method_factory(arg)
+        res = evaluate_sample(gt_mask, predict_fn, **protocol)
+        now = time.perf_counter()
+        yield ItemResult(res.ious, res.clicks, res.method_times, res.simulator_times, res.last_probs,
+                         instance_id=instance_id, index=index, wall_s=now - t_mark)  # fmt: skip
+        t_mark = now

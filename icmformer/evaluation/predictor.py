@@ -1,5 +1,8 @@
 """The iCMFormer evaluation predictor (zoom-in + horizontal flip) and the interactive ``Predictor``.
 
+Both are thin stateful wrappers of the batchable protocol core :mod:`icmformer.evaluation.core`
+(which the batched evaluator drives too); the zoom-in geometry is :mod:`icmformer.evaluation.roi`.
+
 This reproduces the official ``BasePredictor(with_flip=True, zoom_in=ZoomIn(skip_clicks=-1,
 target_size=(T, T)))`` of OFFICIAL.md section 1e, step by step:
 
@@ -41,167 +44,48 @@ Deliberate differences from the official predictor:
 """
 from __future__ import annotations
 
-import inspect
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from icmformer.evaluation.clicker import Click
+from icmformer.evaluation.core import (  # noqa: F401  (re-exported: the old home of these names)
+    ClickState,
+    EncodeCache,
+    ImageEntry,
+    ModelBackend,
+    TorchBackend,
+    ZoomFlipCore,
+    check_image,
+    model_device,
+    prepare_model,
+)
+from icmformer.evaluation.protocol import PRED_THRESHOLD
+from icmformer.evaluation.roi import (  # noqa: F401  (re-exported: the old home of these names)
+    Roi,
+    bbox_iou,
+    check_object_roi,
+    clamp_bbox,
+    expand_bbox,
+    get_bbox_from_mask,
+    get_object_roi,
+    map_clicks,
+)
 
-PRED_THRESHOLD = 0.49
-
-Roi = tuple[int, int, int, int]  # (rmin, rmax, cmin, cmax), inclusive
-
-
-# ------------------------------------------------------------------------------ zoom-in geometry
-def get_bbox_from_mask(mask: np.ndarray) -> Roi:
-    """Inclusive ``(rmin, rmax, cmin, cmax)`` of the True pixels of a non-empty mask."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    if rows.size == 0:
-        raise ValueError("get_bbox_from_mask: the mask is empty")
-    return int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
-
-
-def expand_bbox(bbox: Roi, expansion_ratio: float = 1.4, min_crop_size: float | None = 200) -> Roi:
-    """Grow a bbox about its centre to ``max(expansion_ratio * size, min_crop_size)`` per side,
-    rounding with Python's ``round`` (half to even), as the official ``expand_bbox``."""
-    rmin, rmax, cmin, cmax = bbox
-    rcenter = 0.5 * (rmin + rmax)
-    ccenter = 0.5 * (cmin + cmax)
-    height = expansion_ratio * (rmax - rmin + 1)
-    width = expansion_ratio * (cmax - cmin + 1)
-    if min_crop_size is not None:
-        height = max(height, min_crop_size)
-        width = max(width, min_crop_size)
-    return (
-        int(round(rcenter - 0.5 * height)),
-        int(round(rcenter + 0.5 * height)),
-        int(round(ccenter - 0.5 * width)),
-        int(round(ccenter + 0.5 * width)),
-    )
-
-
-def clamp_bbox(bbox: Roi, rmin: int, rmax: int, cmin: int, cmax: int) -> Roi:
-    return max(rmin, bbox[0]), min(rmax, bbox[1]), max(cmin, bbox[2]), min(cmax, bbox[3])
-
-
-def _segment_iou(s1: tuple[int, int], s2: tuple[int, int]) -> float:
-    a, b = s1
-    c, d = s2
-    inter = max(0, min(b, d) - max(a, c) + 1)
-    union = max(1e-6, max(b, d) - min(a, c) + 1)
-    return inter / union
-
-
-def bbox_iou(b1: Roi, b2: Roi) -> float:
-    """The official "bbox IoU": IoU of the row intervals times IoU of the column intervals."""
-    return _segment_iou(b1[:2], b2[:2]) * _segment_iou(b1[2:], b2[2:])
-
-
-def check_object_roi(roi: Roi, clicks: Sequence[Click]) -> bool:
-    """True iff every positive click satisfies ``rmin <= y < rmax`` and ``cmin <= x < cmax``
-    (strict on the max side, as the official code)."""
-    for c in clicks:
-        if c.is_positive:
-            y, x = c.coords
-            if y < roi[0] or y >= roi[1] or x < roi[2] or x >= roi[3]:
-                return False
-    return True
-
-
-def get_object_roi(pred_mask: np.ndarray, clicks: Sequence[Click], expansion_ratio: float = 1.4, min_crop_size: float = 200) -> Roi:
-    """Candidate ROI: bbox of ``pred_mask`` plus the positive clicks, expanded and clamped."""
-    mask = pred_mask.copy()
-    for c in clicks:
-        if c.is_positive:
-            mask[int(c.coords[0]), int(c.coords[1])] = True
-    h, w = mask.shape
-    return clamp_bbox(expand_bbox(get_bbox_from_mask(mask), expansion_ratio, min_crop_size), 0, h - 1, 0, w - 1)
-
-
-def map_clicks(clicks: Sequence[Click], roi: Roi, target_size: int, flip: bool = False) -> np.ndarray:
-    """``N x 3`` float64 rows ``(y', x', label)`` of clicks mapped into the ``T x T`` crop of ``roi``.
-
-    ``y' = T * (y - rmin) / (rmax - rmin + 1)``; with ``flip`` ``x'' = T - x' - 1``. Labels are 1/0,
-    and -1 for rows whose two coordinates are both negative (the official ``DistMaps`` drops them).
-    With no clicks a single padding row is returned.
-    """
-    rmin, rmax, cmin, cmax = roi
-    t = target_size
-    rows = []
-    for c in clicks:
-        y = t * (c.coords[0] - rmin) / (rmax - rmin + 1)
-        x = t * (c.coords[1] - cmin) / (cmax - cmin + 1)
-        if flip:
-            x = t - x - 1
-        label = 1.0 if c.is_positive else 0.0
-        if np.float32(y) < 0 and np.float32(x) < 0:
-            y, x, label = -1.0, -1.0, -1.0
-        rows.append((y, x, label))
-    if not rows:
-        rows.append((-1.0, -1.0, -1.0))
-    return np.asarray(rows, dtype=np.float64)
-
-
-# ------------------------------------------------------------------------------ core predictor
-def prepare_model(model, device: str | torch.device | None = None) -> tuple[object, torch.device]:
-    """Check that ``model`` has ``encode_image`` / ``predict_clicks``, move it to ``device`` (if
-    given) and put it in eval mode; returns the model and its device."""
-    for attr in ("encode_image", "predict_clicks"):
-        if not callable(getattr(model, attr, None)):
-            raise ValueError(f"model must implement {attr}(); got {type(model).__name__}")
-    if device is not None:
-        device = torch.device(device)
-        if hasattr(model, "to"):
-            model = model.to(device)
-    else:
-        device = _model_device(model)
-    if hasattr(model, "eval"):
-        model.eval()
-    return model, device
-
-
-@dataclass
-class PredictorState:
-    """What the predictor carries from one click to the next (for undo)."""
-
-    prev_probs: torch.Tensor | None  # 1 x 1 x H x W on the device, or None before the first click
-    roi: Roi | None
-
-
-def _model_device(model) -> torch.device:
-    dev = getattr(model, "device", None)
-    if isinstance(dev, torch.device):
-        return dev
-    try:
-        return next(model.parameters()).device
-    except (AttributeError, StopIteration, TypeError):
-        return torch.device("cpu")
-
-
-def _check_image(image: object) -> np.ndarray:
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        shape = getattr(image, "shape", None)
-        dtype = getattr(image, "dtype", type(image).__name__)
-        raise ValueError(
-            f"image must be an H x W x 3 uint8 RGB numpy array, got shape {shape} dtype {dtype} "
-            "(convert grayscale with np.repeat(img[..., None], 3, axis=2))"
-        )
-    return image
+PredictorState = ClickState  # the name this state had before the core existed
+_check_image = check_image
+_model_device = model_device
 
 
 class ZoomFlipPredictor:
-    """The official iCMFormer evaluation predictor (see the module docstring).
+    """The official iCMFormer evaluation predictor (see the module docstring) for one image at a
+    time: a :class:`~icmformer.evaluation.core.ZoomFlipCore` with one image and one object state.
 
     Args:
-        model: implements ``encode_image(img)`` and ``predict_clicks(state, clicks, prev_mask)``
-            and has ``default_input_size``.
+        model: a model with ``encode_image`` / ``predict_clicks`` and ``default_input_size``, or
+            a :class:`~icmformer.evaluation.core.ModelBackend`.
         device: where to run (default: the model's device; given, the model is moved there).
         zoom_in, flip: switch the two test-time transforms.
         target_size: side of the square network input (default ``model.default_input_size``).
@@ -210,168 +94,67 @@ class ZoomFlipPredictor:
         cache_size: how many encoded crops to keep (reused when the ROI returns to one of them).
     """
 
-    def __init__(
-        self,
-        model,
-        device: str | torch.device | None = None,
-        zoom_in: bool = True,
-        flip: bool = True,
-        target_size: int | None = None,
-        expansion_ratio: float = 1.4,
-        min_crop_size: float = 200,
-        recompute_thresh_iou: float = 0.5,
-        roi_prob_thresh: float = 0.5,
-        cache_size: int = 4,
-    ) -> None:
-        model, device = prepare_model(model, device)
-        self.model = model
-        self.device = device
-        self.zoom_in = bool(zoom_in)
-        self.flip = bool(flip)
-        if target_size is None:
-            target_size = getattr(model, "default_input_size", None)
-            if target_size is None:
-                raise ValueError("target_size not given and the model has no default_input_size")
-        self.target_size = int(target_size)
-        if self.target_size < 1:
-            raise ValueError(f"target_size must be a positive int, got {target_size}")
-        self.expansion_ratio = expansion_ratio
-        self.min_crop_size = min_crop_size
-        self.recompute_thresh_iou = recompute_thresh_iou
-        self.roi_prob_thresh = roi_prob_thresh
-        self.cache_size = max(1, int(cache_size))
-        self._outside_kw = self._find_outside_kw(model)
-        self.encode_calls = 0
-        self._image: torch.Tensor | None = None
-        self._cache: OrderedDict[tuple, object] = OrderedDict()
-        self.reset()
+    def __init__(self, model, device: str | torch.device | None = None, **options) -> None:
+        self.core = ZoomFlipCore(model, device, **options)
+        self.model = getattr(self.core.backend, "model", self.core.backend)
+        self._entry: ImageEntry | None = None
+        self._state = ClickState()
+        self._past_encodes = 0  # encodes of the images before the current one
 
-    @staticmethod
-    def _find_outside_kw(model) -> str | None:
-        try:
-            params = inspect.signature(model.predict_clicks).parameters
-        except (TypeError, ValueError):
-            return None
-        for name in ("allow_outside_clicks", "allow_outside"):
-            if name in params:
-                return name
-        return None
+    device = property(lambda self: self.core.device)
+    zoom_in = property(lambda self: self.core.zoom_in)
+    flip = property(lambda self: self.core.flip)
+    target_size = property(lambda self: self.core.target_size)
 
-    # -------------------------------------------------------------- state
     @property
     def image_size(self) -> tuple[int, int] | None:
-        return None if self._image is None else (int(self._image.shape[2]), int(self._image.shape[3]))
+        return None if self._entry is None else self._entry.size
 
     @property
     def roi(self) -> Roi | None:
-        return self._roi
+        return self._state.roi
+
+    @property
+    def encode_calls(self) -> int:
+        """Image-branch passes since this predictor was made (one per image and distinct crop)."""
+        return self._past_encodes + (0 if self._entry is None else self._entry.cache.calls)
 
     def set_image(self, image: np.ndarray) -> None:
         """Use a new ``H x W x 3`` uint8 RGB image (clears the clicks state and the encoding cache)."""
-        image = _check_image(image)
-        self._image = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)[None].float() / 255.0
-        self._cache.clear()
+        entry = self.core.add_image(image)
+        self._past_encodes = self.encode_calls
+        self._entry = entry
         self.reset()
 
     def reset(self) -> None:
         """Forget the previous prediction and ROI (a new object on the same image)."""
-        self._prev: torch.Tensor | None = None
-        self._roi: Roi | None = None
+        self._state = ClickState()
 
-    def get_state(self) -> PredictorState:
-        return PredictorState(self._prev, self._roi)
+    def get_state(self) -> ClickState:
+        return self._state
 
-    def set_state(self, state: PredictorState) -> None:
-        self._prev, self._roi = state.prev_probs, state.roi
-
-    # -------------------------------------------------------------- steps
-    def _whole(self) -> Roi:
-        h, w = self.image_size
-        return 0, h - 1, 0, w - 1
-
-    def _update_roi(self, clicks: Sequence[Click]) -> Roi:
-        if not self.zoom_in:
-            self._roi = self._whole()
-            return self._roi
-        candidate = None
-        if self._prev is not None:
-            mask = (self._prev[0, 0] > self.roi_prob_thresh).cpu().numpy()
-            if mask.any():
-                candidate = get_object_roi(mask, clicks, self.expansion_ratio, self.min_crop_size)
-        if candidate is None:
-            candidate = self._whole()
-        if (
-            self._roi is None
-            or not check_object_roi(self._roi, clicks)
-            or bbox_iou(candidate, self._roi) < self.recompute_thresh_iou
-        ):
-            self._roi = candidate
-        return self._roi
-
-    def _crop(self, x: torch.Tensor, roi: Roi) -> torch.Tensor:
-        rmin, rmax, cmin, cmax = roi
-        t = self.target_size
-        return F.interpolate(x[:, :, rmin : rmax + 1, cmin : cmax + 1], size=(t, t), mode="bilinear", align_corners=True)
-
-    def _batch(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([x, torch.flip(x, dims=[3])], dim=0) if self.flip else x
-
-    def _encoded(self, roi: Roi):
-        key = (roi, self.target_size, self.flip)
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
-        state = self.model.encode_image(self._batch(self._crop(self._image, roi)))
-        self.encode_calls += 1
-        self._cache[key] = state
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
-        return state
+    def set_state(self, state: ClickState) -> None:
+        self._state = state
 
     def click_tensor(self, clicks: Sequence[Click], roi: Roi) -> torch.Tensor:
         """The ``B x N x 3`` click tensor the model receives for ``clicks`` in ``roi``."""
-        rows = [map_clicks(clicks, roi, self.target_size)]
-        if self.flip:
-            rows.append(map_clicks(clicks, roi, self.target_size, flip=True))
-        return torch.tensor(np.stack(rows), dtype=torch.float32, device=self.device)
+        return self.core.click_tensor(clicks, roi)
 
     def predict(self, clicks: Sequence[Click]) -> np.ndarray:
         """Probability map (``H x W`` float32) for ``clicks`` (all clicks so far, newest last),
         continuing from the current state (previous map and ROI), which it then updates."""
-        if self._image is None:
+        if self._entry is None:
             raise RuntimeError("call set_image(image) before predicting")
         clicks = list(clicks)
         if not clicks:
             raise ValueError("predict needs at least one click")
-        h, w = self.image_size
+        h, w = self._entry.size
         for c in clicks:
             if not (0 <= c.coords[0] < h and 0 <= c.coords[1] < w):
                 raise ValueError(f"click (y={c.coords[0]}, x={c.coords[1]}) lies outside the {h}x{w} (HxW) image")
-        with torch.inference_mode():
-            roi = self._update_roi(clicks)
-            prev_full = self._prev if self._prev is not None else torch.zeros(1, 1, h, w, device=self.device)
-            state = self._encoded(roi)
-            prev = self._batch(self._crop(prev_full, roi))
-            points = self.click_tensor(clicks, roi)
-            kwargs = {self._outside_kw: True} if self._outside_kw else {}
-            # Negative clicks may lie outside the crop (y' or x' outside [0, T)): they are passed
-            # as they are, which needs the model's allow-outside path; the official DistMaps paints
-            # the part of their disk that falls inside, and drops rows with both coordinates < 0.
-            logits = self.model.predict_clicks(state, points, prev, **kwargs)
-            if isinstance(logits, tuple):
-                logits = logits[0]
-            t = self.target_size
-            if tuple(logits.shape[-2:]) != (t, t):
-                logits = F.interpolate(logits, size=(t, t), mode="bilinear", align_corners=True)
-            if self.flip:
-                logits = 0.5 * (logits[:1] + torch.flip(logits[1:2], dims=[3]))
-            probs = torch.sigmoid(logits.float())
-            rmin, rmax, cmin, cmax = roi
-            probs = F.interpolate(probs, size=(rmax - rmin + 1, cmax - cmin + 1), mode="bilinear", align_corners=True)
-            full = torch.zeros(1, 1, h, w, device=self.device, dtype=torch.float32)
-            full[:, :, rmin : rmax + 1, cmin : cmax + 1] = probs
-            self._prev = full
-            return full[0, 0].cpu().numpy().astype(np.float32, copy=False)
+        step = self.core.prepare(self._entry, clicks, self._state)
+        ((probs, self._state),) = self.core.run([step])
+        return probs
 
 
 # ------------------------------------------------------------------------------ evaluation adapter
