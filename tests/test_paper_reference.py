@@ -172,7 +172,8 @@ def test_accessor_aliases():
         (lambda: ref.paper_noc("table1", "iCMFormer", "ViT-B", "SBD", "Kvasir", "noc90"), ["GrabCut", "DAVIS"]),
         (lambda: ref.paper_noc("table1", "iCMFormer", "ViT-B", "SBD", "DAVIS", "noc99"), ["noc85", "noc90"]),
         (lambda: ref.paper_noc("table7", "iCMFormer", "ViT-B", "SBD", "DAVIS", "noc90"), ["table1", "table5"]),
-        (lambda: ref.paper_nof("iCMFormer", "ViT-B", "SBD", "Kvasir", "nof90"), ["GrabCut", "COCO_MVal"]),
+        (lambda: ref.paper_nof("iCMFormer", "ViT-B", "SBD", "Kvasir", "nof90"), ["Berkeley", "SBD", "DAVIS"]),
+        (lambda: ref.paper_nof("iCMFormer", "ViT-B", "SBD", "DAVIS", "nof85"), ["nof90"]),
         (lambda: ref.paper_complexity("iCMFormer", "ViT-B", "latency"), ["params_m", "flops_g", "spc"]),
         (lambda: ref.paper_complexity("iCMFormer", "ViT-Q", "params_m"), ["ViT-B"]),
         (lambda: ref.paper_ablation("table5", "X,Z", "DAVIS", "noc90"), ["X,Y,XY", "X,YX"]),
@@ -187,3 +188,83 @@ def test_bad_keys_raise_with_choices(call, must_mention):
     message = str(exc.value)
     for word in must_mention:
         assert word in message, (word, message)
+
+
+# ------------------------------------------------------------------------------ against the transcription
+def _paper_tables_md():
+    """The project's transcription of the paper's tables (../shared/reference/PAPER_TABLES.md)."""
+    import os
+    from pathlib import Path
+
+    env = os.environ.get("ICMFORMER_SHARED_REFERENCE")
+    repo = Path(__file__).resolve().parents[1]
+    for folder in ([Path(env)] if env else []) + [repo.parent / "shared" / "reference"]:
+        if (folder / "PAPER_TABLES.md").is_file():
+            return (folder / "PAPER_TABLES.md").read_text()
+    pytest.skip("PAPER_TABLES.md not found: set ICMFORMER_SHARED_REFERENCE or place it at ../shared/reference")
+
+
+def _md_tables(text):
+    """Every markdown table of ``text`` as a list of rows (header first, separator rows dropped)."""
+    tables, cur = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if not set("".join(cells)) <= set("-: "):
+                cur.append(cells)
+        elif cur:
+            tables.append(cur)
+            cur = []
+    return tables
+
+
+def _md_num(cell):
+    return None if cell == "-" else float(cell.split()[0].rstrip("MG"))
+
+
+def test_every_value_of_the_paper_tables_is_in_paper_yaml(data):
+    t1_ours, t1_other, t2, t3, t4, t5 = _md_tables(_paper_tables_md())[:6]
+    datasets = ["GrabCut", "Berkeley", "SBD", "DAVIS"]
+    n_paper = {t: sum(r["status"] == "paper" for r in data[t]["rows"]) for t in ROW_TABLES}
+
+    def check_noc(row, cells):
+        for i, ds in enumerate(datasets):
+            for j, metric in enumerate(("noc85", "noc90")):
+                want = _md_num(cells[2 * i + j])
+                got = ref.paper_noc("table1", row["method"], row["backbone"], row["train"], ds, metric)
+                assert got == want, (row, ds, metric, got, want)
+
+    for train, backbone, *cells in t1_ours[1:]:
+        row = ref.paper_row("table1", method="iCMFormer", backbone=backbone, train=train)
+        assert row["status"] == "paper"
+        check_noc(row, cells)
+    for method, venue, backbone, train, *cells in t1_other[1:]:
+        row = ref.paper_row("table1", method=method, backbone=backbone, train=train)
+        assert row["status"] == "paper" and row["venue"] == venue
+        check_noc(row, cells)
+    assert n_paper["table1"] == len(t1_ours) - 1 + len(t1_other) - 1
+
+    header = t2[0][1:]
+    for method, *cells in t2[1:]:
+        crit = {"method": "iCMFormer", "backbone": method.split()[1]} if method.startswith("iCMFormer") else {"method": method}
+        for ds, cell in zip(header, cells):
+            assert ref.paper_value("table2", ds, "nof90", **crit) == _md_num(cell), (method, ds)
+    assert n_paper["table2"] == len(t2) - 1
+
+    for model, size, params, flops, spc in t3[1:]:
+        backbone, _, method = model.partition(" (")
+        method = method.rstrip(")") or None
+        if method is None:
+            method, backbone = backbone.split()
+        for q, cell in (("params_m", params), ("flops_g", flops), ("spc", spc)):
+            assert ref.paper_complexity(method, backbone, q, int(size)) == _md_num(cell), (model, q)
+    assert n_paper["table3"] == len(t3) - 1
+
+    for cross, hier, *cells in t4[1:]:
+        row = ref.paper_row("table4", cross_modality=cross == "yes", hierarchical=hier == "yes")
+        for ds, cell in zip(t4[0][2:], cells):
+            assert ref.paper_ablation("table4", row["label"], ds, "noc90") == _md_num(cell), (row["label"], ds)
+    for variant, *cells in t5[1:]:
+        for ds, cell in zip(t5[0][1:], cells):
+            assert ref.paper_ablation("table5", variant.split(" (")[0], ds, "noc90") == _md_num(cell), (variant, ds)
+    assert n_paper["table4"] == len(t4) - 1 and n_paper["table5"] == len(t5) - 1
