@@ -29,7 +29,8 @@ channels), which gives the same pixels as RITM.
 Bad input raises ``FileNotFoundError`` / ``ValueError`` naming the file: a missing dataset folder
 (with what is expected where), an image that cannot be decoded, a mask whose size differs from its
 image, an image without a mask. Masks without an image and files that are not images are reported
-with a warning and counted in ``dataset.warnings``. An empty mask (no object pixel) is an error
+with a warning and counted in ``dataset.warnings``. Masks stored in a lossy format (JPEG) are refused, and images
+above the pixel limit are refused before decoding (:mod:`icmformer.data.imageio`). An empty mask (no object pixel) is an error
 in user folders; in a benchmark set it is a warning, counted, and the instance is left out (none
 of the shared GrabCut/Berkeley/DAVIS/COCO_MVal masks is empty).
 """
@@ -42,10 +43,14 @@ from pathlib import Path
 
 import numpy as np
 
+from icmformer.data.imageio import (  # noqa: F401 (re-exported: the readers' public names)
+    IMAGE_EXTENSIONS,
+    MASK_EXTENSIONS,
+    read_image,
+    read_mask_color,
+    read_mask_values,
+)
 from icmformer.data.sample import Sample
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-MASK_EXTENSIONS = (".png", ".bmp", ".tif", ".tiff", ".gif", ".pgm", ".ppm")
 
 
 class DatasetWarning(UserWarning):
@@ -53,61 +58,8 @@ class DatasetWarning(UserWarning):
 
 
 # ------------------------------------------------------------------------------- file readers
-def _cv2():
-    import cv2
-
-    return cv2
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image as ``H x W x 3`` uint8 RGB (OpenCV decoder, as RITM)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image file not found: {path}")
-    cv2 = _cv2()
-    data = np.fromfile(str(path), dtype=np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if img is None:
-        raise ValueError(f"cannot decode image {path} (corrupt or not an image file)")
-    return np.ascontiguousarray(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
-
-
-def read_mask_color(path: str | Path) -> np.ndarray:
-    """Read a mask file as OpenCV's ``imread(path)`` does (``H x W x 3`` BGR uint8; palette images
-    converted to their colours)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"mask file not found: {path}")
-    cv2 = _cv2()
-    data = np.fromfile(str(path), dtype=np.uint8)
-    m = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if m is None:
-        raise ValueError(f"cannot decode mask {path} (corrupt or not an image file)")
-    return m
-
-
-def read_mask_values(path: str | Path) -> tuple[np.ndarray, str]:
-    """Read a single-channel mask's raw values (palette indices for palette PNGs) with PIL.
-
-    Returns ``(values H x W int32, PIL mode)``; colour masks return the max over channels.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"mask file not found: {path}")
-    try:
-        with Image.open(path) as im:
-            mode = im.mode
-            im.load()
-            arr = np.asarray(im)
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ValueError(f"cannot decode mask {path} (corrupt or not an image file): {exc}") from exc
-    if arr.ndim == 3:
-        arr = arr[..., :3].max(axis=2)
-    return arr.astype(np.int32), mode
-
-
+# One reader for the package (icmformer.data.imageio): a pixel limit checked from the header before
+# decoding, OpenCV pixels as RITM, and lossy (JPEG) masks refused since they are ground truth.
 def binary_from_color(m: np.ndarray) -> np.ndarray:
     """RITM's Berkeley/DAVIS/COCO_MVal rule: any non-zero colour channel is object."""
     return (m.max(axis=2) > 0).astype(np.int32)

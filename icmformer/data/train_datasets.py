@@ -66,12 +66,15 @@ import torch
 from torch.utils.data import Dataset
 
 from icmformer.data.augment import Augmenter
+from icmformer.data.imageio import IMAGE_EXTENSIONS, read_image, read_mask_raw
+from icmformer.data.imageio import MASK_EXTENSIONS as _MASK_EXTENSIONS
 from icmformer.data.points_sampler import MultiPointSampler
 from icmformer.data.sample import Sample
 from icmformer.safe_pickle import load_pickle
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
-MASK_EXTENSIONS = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg")
+# one extension list for the package; JPEG masks are accepted for training (binarised at 128 with
+# a LossyMaskWarning naming the file), never for evaluation
+MASK_EXTENSIONS = _MASK_EXTENSIONS + (".jpg", ".jpeg")
 
 # ----------------------------------------------------------------------------- restricted pickle
 # One exact allowlist for every pickle the package reads (builtins containers, numpy arrays):
@@ -81,19 +84,11 @@ load_restricted_pickle = load_pickle
 
 # ----------------------------------------------------------------------------- reading helpers
 
-def read_image(path: str | Path) -> np.ndarray:
-    """``H x W x 3`` uint8 RGB (grayscale converted)."""
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise FileNotFoundError(f"{path}: cannot read image (missing or not an image)")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-
-
 def read_instance_mask(path: str | Path) -> np.ndarray:
-    """One-instance mask file -> ``int32`` ``1``/``0``/``-1``: 0 background, 128 ignore (GrabCut), other values object."""
-    m = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if m is None:
-        raise FileNotFoundError(f"{path}: cannot read mask (missing or not an image)")
+    """One-instance mask file -> ``int32`` ``1``/``0``/``-1``: 0 background, 128 ignore (GrabCut), other values object.
+
+    A lossy (JPEG) mask is binarised at 128 first, with a warning naming the file."""
+    m = read_mask_raw(path, lossy="threshold")
     if m.ndim == 3:
         m = m.max(axis=2)
     out = (m > 0).astype(np.int32)
