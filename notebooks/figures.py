@@ -2,6 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -33,25 +38,29 @@ from IPython.display import Image, display
 from icmformer import load_checkpoint
 from icmformer.data.datasets import get_dataset
 from icmformer.pipeline import figures as F
-from icmformer.pipeline.tables import load_summaries
+from icmformer.pipeline.tables import add_extra_rows, load_summaries
 
 params = yaml.safe_load(Path(params_file).read_text())
-labels = {r["slot"]: r["label"] for r in params["tables"]["table1"]["rows"]}
-summaries = load_summaries(eval_dir)
-datasets = params["tables"]["table1"]["datasets"]
+table1 = params["tables"]["table1"]
+# the table rows plus the extra model rows (label + evaluation folder) of tables.table1.extra_rows
+summaries, rows = add_extra_rows(load_summaries(eval_dir), table1["rows"], table1.get("extra_rows"))
+labels = {r["slot"]: r["label"] for r in rows}
+folders = {r["slot"]: Path(r.get("eval_dir") or Path(eval_dir, r["slot"])) for r in rows}
+datasets = table1["datasets"]
 out = Path(out_dir)
 
 # %%
-display(Image(F.fig_miou_vs_clicks(summaries, labels, datasets, out / "fig4_miou_vs_clicks.png")))
+display(Image(F.fig_miou_vs_clicks(summaries, labels, datasets, out / "fig4_miou_vs_clicks.png",
+                                   paper_points=F.paper_noc_points(rows, datasets))))
 
 # %%
 records = {}
 for slot in labels:
-    rows = []
-    for p in sorted(Path(eval_dir, slot).glob("*/records.jsonl")):
-        rows.extend(F.read_records(p))
-    if rows:
-        records[slot] = rows
+    found = []
+    for p in sorted(folders[slot].glob("*/records.jsonl")):
+        found.extend(F.read_records(p))
+    if found:
+        records[slot] = found
 display(Image(F.fig_noc_distribution(records, labels, out / "noc_distribution.png")))
 
 # %%

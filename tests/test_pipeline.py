@@ -152,17 +152,80 @@ def test_table1_puts_the_paper_value_and_the_difference_beside_ours():
     assert ours["NoC@90 ours"] == 3.0 and ours["NoC@90 paper"] == paper90
     assert ours["NoC@90 diff"] == pytest.approx(round(3.0 - paper90, 2))
     gc_berkeley = df[(df.model == "GrabCut") & (df.dataset == "Berkeley")].iloc[0]
-    assert gc_berkeley["NoC@90 ours"] == "n/a" and gc_berkeley["NoC@90 paper"] == "n/a"
+    assert gc_berkeley["NoC@90 ours"] == "not run" and gc_berkeley["NoC@90 paper"] == "n/a"
+
+
+def _md_cells(frame, column):
+    return [str(x) for x in frame[column]]
+
+
+def test_paper_tables_show_every_paper_value():
+    # The context tables print each value of the paper's rows; "n/a" never stands for a paper value.
+    from icmformer import reference
+    from icmformer.pipeline.tables import EMPTY, paper_table, paper_table3
+
+    t1 = paper_table("table1", [{"method": "iCMFormer"}, {"method": "RITM"}])
+    rows = reference.paper_rows_where("table1", method="iCMFormer") + reference.paper_rows_where("table1", method="RITM")
+    assert len(t1) == len([r for r in rows if r["status"] == "paper"]) == 8
+    ritm = t1[t1["paper row"] == "RITM (HRNet-18), SBD"].iloc[0]
+    assert ritm["Berkeley NoC@85"] == EMPTY and ritm["Berkeley NoC@90"] == reference.paper_noc("table1", "RITM", "HRNet-18", "SBD", "Berkeley", "noc90")
+    for t in (t1, paper_table("table2"), paper_table("table4"), paper_table("table5"), paper_table3()):
+        assert "n/a" not in t.astype(str).values
+    t2 = paper_table("table2")
+    vit = t2[t2["paper row"].str.startswith("iCMFormer ViT-B")].iloc[0]
+    assert vit["SBD NoF@90"] == reference.paper_nof("iCMFormer", "ViT-B", "SBD", "SBD", "nof90")
+    t3 = paper_table3()
+    assert t3[t3["paper row"] == "iCMFormer ViT-B, 448"].iloc[0]["SPC ms (A40 GPU)"] == reference.paper_complexity("iCMFormer", "ViT-B", "spc")
+
+
+def test_nof_table_uses_the_papers_nof90_and_marks_missing_columns():
+    from icmformer import reference
+    from icmformer.pipeline.tables import table_nof
+
+    rows = [{"slot": "vit", "label": "ours", "paper": {"method": "iCMFormer", "backbone": "ViT-B", "train": "SBD"}}]
+    df = table_nof(fake_summaries(), rows, ["GrabCut", "Berkeley", "DAVIS"])
+    by = {r["dataset"]: r for r in df.to_dict("records")}
+    assert by["GrabCut"]["NoF@90 paper"] == "-"  # the paper's Table 2 has no GrabCut column
+    paper = reference.paper_nof("iCMFormer", "ViT-B", "SBD", "Berkeley", "nof90")
+    assert by["Berkeley"]["NoF@90 paper"] == paper and by["Berkeley"]["NoF@90 diff"] == 5 - paper
+    assert by["DAVIS"]["NoF@90 ours"] == "not run" and by["DAVIS"]["NoF@90 paper"] == reference.paper_nof("iCMFormer", "ViT-B", "SBD", "DAVIS", "nof90")
+
+
+def test_extra_model_rows_come_from_an_evaluation_folder(tmp_path):
+    from icmformer.pipeline.tables import add_extra_rows, table_noc
+
+    folder = tmp_path / "demo_shipped" / "GrabCut"
+    folder.mkdir(parents=True)
+    folder.joinpath("summary.json").write_text(json.dumps({"datasets": {"GrabCut": fake_summaries()["vit"]["GrabCut"] | {"NoC@90": 7.5}}}))
+    base = [{"slot": "vit", "label": "ours", "paper": None}]
+    extra = [{"label": "shipped", "eval_dir": str(tmp_path / "demo_shipped"), "paper": {"method": "iCMFormer", "backbone": "ViT-B", "train": "SBD"}}]
+    summaries, rows = add_extra_rows(fake_summaries(), base, extra)
+    assert [r["label"] for r in rows] == ["ours", "shipped"] and base == [{"slot": "vit", "label": "ours", "paper": None}]
+    df = table_noc(summaries, rows, ["GrabCut"])
+    assert df[df.model == "shipped"].iloc[0]["NoC@90 ours"] == 7.5
+    with pytest.raises(FileNotFoundError, match="no <dataset>/summary.json"):
+        add_extra_rows({}, [], [{"label": "x", "eval_dir": str(tmp_path / "nowhere")}])
+    with pytest.raises(ValueError, match="lacks eval_dir"):
+        add_extra_rows({}, [], [{"label": "x"}])
 
 
 def test_tables_are_written_with_their_profile(tmp_path):
     from icmformer.pipeline.tables import table_ablation, table_complexity, write_table
 
-    df = table_ablation(fake_summaries(), [{"slot": "vit", "label": "X,Y,XY"}], ["GrabCut"], "table5")
-    assert df.iloc[0]["GrabCut NoC@90 ours"] == 3.0 and df.iloc[0]["GrabCut NoC@90 paper"] == "n/a"
-    md = write_table(df, tmp_path, "table5", "Table 5", "demo", ["a note"])
+    from icmformer import reference
+
+    df = table_ablation(fake_summaries(), [{"slot": "vit", "label": "X,Y,XY"}, {"slot": None, "label": "X,YX"}], ["GrabCut"], "table5")
+    by = {(r["variant"], r["dataset"]): r for r in df.to_dict("records")}
+    assert set(df["dataset"]) == {"GrabCut", "Berkeley", "SBD", "DAVIS"}  # the paper's columns are always shown
+    assert by["X,Y,XY", "GrabCut"]["NoC@90 ours"] == 3.0
+    assert by["X,Y,XY", "GrabCut"]["NoC@90 paper"] == reference.paper_ablation("table5", "X,Y,XY", "GrabCut", "noc90")
+    assert by["X,YX", "SBD"]["NoC@90 ours"] == "not run" and by["X,YX", "SBD"]["NoC@90 paper"] == reference.paper_ablation("table5", "X,YX", "SBD", "noc90")
+    t4 = table_ablation(fake_summaries(), [{"slot": "vit", "label": "ViT", "paper_label": "ViT-B with cross-modality"}], ["GrabCut"], "table4")
+    assert t4[t4.dataset == "GrabCut"].iloc[0]["NoC@90 paper"] == "-"  # the paper's Table 4 has no GrabCut column
+    md = write_table(df, tmp_path, "table5", "Table 5", "demo", ["a note"], [("context", df.head(1), "table5_paper")])
     text = md.read_text()
     assert "Profile **demo**" in text and "not the paper's numbers" in text and "- a note" in text
+    assert "**context**" in text and (tmp_path / "table5_paper.csv").exists()
     assert (tmp_path / "table5.csv").exists()
     comp = [{"model": "m", "input_size": [448, 448], "params_m": 1.0, "paper_params_m": 0.9, "reported_params_m": 0.9,
              "gflops": 2.0, "paper_gflops": 2.1, "reported_gflops": 2.0}]  # fmt: skip
@@ -171,15 +234,28 @@ def test_tables_are_written_with_their_profile(tmp_path):
     t3 = table_complexity(comp, bench).iloc[0]
     assert t3["GFLOPs diff % (conv. vs paper)"] == 5.0
     assert t3["SPC ratio CPU optimised/naive"] == 0.75 and t3["CPU device"] == "cpu X"
+    vit = [{**comp[0], "model": "icmformer_vit_base_448"}]
+    row = table_complexity(vit, []).iloc[0]
+    assert row["SPC s paper (A40 GPU)"] == reference.paper_complexity("iCMFormer", "ViT-B", "spc") / 1000
+    assert row["params M (paper)"] == reference.paper_complexity("iCMFormer", "ViT-B", "params_m")
 
 
 # ------------------------------------------------------------------------------ figures
 def test_figures_from_summaries_and_records(tmp_path):
     from icmformer.pipeline import figures as F
 
+    from icmformer import reference
+
     labels = {"vit": "ours", "grabcut": "GrabCut"}
     p = F.fig_miou_vs_clicks(fake_summaries(), labels, ["GrabCut", "Berkeley"], tmp_path / "fig4.png")
     assert p.stat().st_size > 5000
+    rows = [{"slot": "vit", "label": "ours", "paper": {"method": "iCMFormer", "backbone": "ViT-B", "train": "SBD"}},
+            {"slot": "grabcut", "label": "GrabCut", "paper": None}]  # fmt: skip
+    points = F.paper_noc_points(rows, ["GrabCut", "Berkeley"])
+    assert set(points) == {"ours"}
+    assert points["ours"]["Berkeley"]["noc90"] == reference.paper_noc("table1", "iCMFormer", "ViT-B", "SBD", "Berkeley", "noc90")
+    p2 = F.fig_miou_vs_clicks(fake_summaries(), labels, ["GrabCut", "Berkeley"], tmp_path / "fig4p.png", paper_points=points)
+    assert p2.read_bytes() != p.read_bytes()
     records = {"vit": [{"dataset": "GrabCut", "ious": [0.5, 0.86, 0.91]}, {"dataset": "GrabCut", "ious": [0.2] * 20}]}
     df = F.noc_frame(records, labels)
     assert sorted(df["NoC@90"]) == [3, 20]

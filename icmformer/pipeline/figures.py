@@ -1,6 +1,7 @@
 """Figures of the paper, rebuilt from evaluation records and trained checkpoints.
 
-- Fig. 4: mIoU against the number of clicks, per dataset (from the summaries' mIoU@k).
+- Fig. 4: mIoU against the number of clicks, per dataset (from the summaries' mIoU@k), with the
+  paper's NoC@85 / NoC@90 marked on the 85% / 90% lines.
 - NoC distributions: per-instance NoC@90 per dataset and model (from the records).
 - Fig. 5: click-by-click qualitative examples (positive clicks green, negative red, IoU per click).
 - Fig. 6: objects made of several disconnected parts (ground truth with >= 2 components).
@@ -42,8 +43,37 @@ def miou_frame(summaries: Mapping, labels: Mapping[str, str], datasets: Sequence
     return pd.DataFrame(rows)
 
 
-def fig_miou_vs_clicks(summaries: Mapping, labels: Mapping[str, str], datasets: Sequence[str], path) -> Path:
-    """Fig. 4: mIoU@k for k = 1..20, one panel per dataset, one line per model."""
+def paper_noc_points(rows: Sequence[Mapping], datasets: Sequence[str]) -> dict[str, dict[str, dict[str, float]]]:
+    """The paper's NoC@85 / NoC@90 (Table 1) for each table row with a ``paper`` entry.
+
+    ``{label: {dataset: {"noc85": x, "noc90": y}}}``; cells the paper leaves empty are left out.
+    """
+    from icmformer import reference
+
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for row in rows:
+        if not row.get("paper"):
+            continue
+        for ds in datasets:
+            for m in ("noc85", "noc90"):
+                try:
+                    v = reference.paper_value("table1", ds, m, **row["paper"])
+                except KeyError:
+                    v = None
+                if v is not None:
+                    out.setdefault(row["label"], {}).setdefault(ds, {})[m] = v
+    return out
+
+
+def fig_miou_vs_clicks(summaries: Mapping, labels: Mapping[str, str], datasets: Sequence[str], path,
+                       paper_points: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None) -> Path:  # fmt: skip
+    """Fig. 4: mIoU@k for k = 1..20, one panel per dataset, one line per model.
+
+    ``paper_points`` (:func:`paper_noc_points`): the paper's NoC@85 / NoC@90 of each model's paper
+    row, drawn as stars on the 85% / 90% lines in the model's colour. The paper publishes its
+    curves only as a plot, so its mean clicks are what can be put beside ours (a mean NoC is
+    not the click where the mIoU curve crosses the line, but both read "how soon").
+    """
     df = miou_frame(summaries, labels, datasets)
     if df.empty:
         raise ValueError("no mIoU curves found in the evaluation summaries")
@@ -58,9 +88,17 @@ def fig_miou_vs_clicks(summaries: Mapping, labels: Mapping[str, str], datasets: 
         ax.set_title(ds)
         ax.axhline(0.85, color="0.7", lw=0.8, ls="--")
         ax.axhline(0.90, color="0.5", lw=0.8, ls="--")
+        for m in models:
+            cell = (paper_points or {}).get(m, {}).get(ds, {})
+            for key, y in (("noc85", 0.85), ("noc90", 0.90)):
+                if key in cell:
+                    ax.scatter([cell[key]], [y], marker="*", s=90, color=palette[m], edgecolors="black", linewidths=0.6, zorder=5)
         ax.set_xticks([1, 5, 10, 15, 20])
         ax.set_ylim(0, 1)
     handles = [plt.Line2D([], [], color=palette[m], marker="o", markersize=3, label=m) for m in models]
+    if any((paper_points or {}).get(m) for m in models):
+        handles.append(plt.Line2D([], [], color="0.4", marker="*", markersize=9, markeredgecolor="black", ls="",
+                                  label="paper: NoC@85 / NoC@90 of the model's paper row (Table 1)"))  # fmt: skip
     fig.legend(handles=handles, loc="lower center", ncol=min(len(models), 3), frameon=False, bbox_to_anchor=(0.5, -0.16))
     fig.subplots_adjust(top=0.85)
     fig.suptitle("mIoU vs number of clicks (dashed: 85% and 90%)")

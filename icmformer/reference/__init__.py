@@ -1,8 +1,8 @@
 """The iCMFormer paper's published numbers, read from ``paper.yaml`` with their provenance.
 
 Each table row carries a ``status`` (``paper``, ``secondary``, ``reproduced`` or ``missing``;
-see ``status_legend`` in the YAML). Values that were not retrieved are ``None``. Read the
-header of ``paper.yaml`` before quoting any number as "the paper's".
+see ``status_legend`` in the YAML). Every row of the paper's Tables 1-5 has status ``paper``;
+``None`` in such a row is a cell the paper leaves empty.
 
 Example::
 
@@ -29,6 +29,7 @@ __all__ = [
     "table_names",
     "paper_rows",
     "paper_row",
+    "paper_rows_where",
     "paper_status",
     "paper_value",
     "paper_noc",
@@ -149,6 +150,14 @@ def _find_row(table: str, criteria: dict) -> dict:
         f"{table}: {len(hits)} rows match {criteria}, add a key to choose one of: "
         + "; ".join(_describe(r) for r in hits)
     )
+
+
+def paper_rows_where(table: str, **criteria: Any) -> list[dict]:
+    """All rows of ``table`` matching every given key (copies; none is an empty list)."""
+    unknown = [k for k in criteria if k not in _ROW_KEYS]
+    if unknown:
+        raise KeyError(f"unknown row key(s) {unknown}; row keys are {', '.join(_ROW_KEYS)}")
+    return [copy.deepcopy(r) for r in _table(table)["rows"] if all(_matches(r, k, v) for k, v in criteria.items())]
 
 
 def paper_row(table: str, **criteria: Any) -> dict:
