@@ -215,9 +215,11 @@ def test_parse_click_forms():
     assert parse_click([12.0, 34, "pos"]) == Click(True, (12, 34), 0)
     assert parse_click({"y": 1, "x": 2, "positive": True}) == Click(True, (1, 2), 0)
     for bad, msg in [("12,34", "Y,X,\\+"), ("a,34,+", "y must be a number"), ("1,2,?", "expected \\+ or -"),
-                     ([1.5, 2, True], "whole pixel"), ([1, 2], "expected"), ([True, 2, 1], "pixel index")]:  # fmt: skip
+                     ([1, 2], "expected"), ([True, 2, 1], "must be a number"), (["inf", 2, 1], "finite")]:  # fmt: skip
         with pytest.raises(ValueError, match=msg):
             parse_click(bad)
+    # fractions: the nearest pixel, as Predictor.add_click (issue 14: the CLI refused 1.5, the API truncated)
+    assert parse_click([1.5, 2.4, True]).coords == (2, 2)
 
 
 def test_parse_objects_shapes():

@@ -196,6 +196,8 @@ def check_image(image: object) -> np.ndarray:
             f"image must be an H x W x 3 uint8 RGB numpy array, got shape {shape} dtype {dtype} "
             "(convert grayscale with np.repeat(img[..., None], 3, axis=2))"
         )
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f"image is empty: {image.shape[0]}x{image.shape[1]} pixels (HxW); need at least 1x1")
     return image
 
 

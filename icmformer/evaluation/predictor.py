@@ -51,6 +51,7 @@ import numpy as np
 import torch
 
 from icmformer.evaluation.clicker import Click
+from icmformer.evaluation.click_input import validate_click
 from icmformer.evaluation.core import (  # noqa: F401  (re-exported: the old home of these names)
     ClickState,
     EncodeCache,
@@ -259,17 +260,9 @@ class Predictor:
         """Add a click at row ``y``, column ``x``; returns ``(mask bool H x W, prob float32 H x W)``."""
         if self.image_size is None:
             raise RuntimeError("call set_image(image) before add_click")
-        h, w = self.image_size
-        try:
-            yi, xi = int(y), int(x)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"click coordinates must be numbers, got y={y!r}, x={x!r}") from exc
-        if not (0 <= y < h and 0 <= x < w):
-            raise ValueError(
-                f"click (y={y}, x={x}) lies outside the image of {h}x{w} (HxW); "
-                f"need 0 <= y <= {h - 1} and 0 <= x <= {w - 1}"
-            )
-        click = Click(bool(positive), (yi, xi), len(self._clicks))
+        # labels: bool / 0 / 1 only; finite numeric coordinates, fractions to the nearest pixel
+        yi, xi, label = validate_click(y, x, positive, self.image_size)
+        click = Click(label, (yi, xi), len(self._clicks))
         self._history.append((self._core.get_state(), self._prob))
         t0 = time.perf_counter()
         try:

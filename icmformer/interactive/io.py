@@ -55,15 +55,16 @@ def parse_positive(value: Any, what: str = "click label") -> bool:
 
 
 def _coord(value: Any, name: str, what: str) -> int:
-    if isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{what}: {name} must be a pixel index, got {value!r}")
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what}: {name} must be a number (pixel index), got {value!r}") from None
-    if not np.isfinite(f) or f != int(f):
-        raise ValueError(f"{what}: {name} must be a whole pixel index, got {value!r}")
-    return int(f)
+    """A coordinate from text or JSON -> pixel index, by the rule of ``Predictor.add_click``
+    (:mod:`icmformer.evaluation.click_input`: finite numbers, fractions to the nearest pixel)."""
+    from icmformer.evaluation.click_input import pixel_coordinate
+
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise ValueError(f"{what}: {name} must be a number (pixel coordinate), got {value!r}") from None
+    return pixel_coordinate(value, name, what)
 
 
 def parse_click(value: Any, index: int = 0, what: str | None = None) -> Click:
@@ -276,43 +277,34 @@ def load_model(
     device: str | None = None,
     seed: int = 0,
     announce: bool = True,
+    pretrained: bool = False,
     **overrides: Any,
 ):
-    """A model in eval mode, from a checkpoint or (with a loud warning) untrained.
+    """A model in eval mode, from a checkpoint, shipped weights or (with a loud warning) untrained.
 
     ``checkpoint`` alone: the model the file describes (``overrides`` must keep the weights'
     shapes). ``model_name`` with ``checkpoint``: that architecture, the checkpoint's weights (e.g. an
-    official ``.pth``). No checkpoint: ``model_name`` (default :data:`DEFAULT_MODEL`) with weights
-    drawn from ``torch.manual_seed(seed)``, an :class:`UntrainedModelWarning` and, with
-    ``announce``, the message on stderr. The model gets ``checkpoint_path`` (``None`` if untrained).
+    official ``.pth``). ``model_name`` with ``pretrained``: the weights shipped with the package.
+    Otherwise ``model_name`` (default :data:`DEFAULT_UNTRAINED_MODEL`) with weights drawn from
+    ``torch.manual_seed(seed)``, an :class:`UntrainedModelWarning` and, with ``announce``, the
+    message on stderr. The model gets ``checkpoint_path`` (``None`` if untrained). Built by
+    :func:`icmformer.models.factory.load_model`.
     """
     import torch
 
-    from icmformer.models.checkpoint import load_checkpoint
-    from icmformer.models.registry import create_model
+    from icmformer.models.factory import load_model as build
 
-    if checkpoint is not None:
-        path = Path(checkpoint)
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint not found: {path}")
-        if model_name:
-            model = create_model(model_name, checkpoint=path, **overrides)
-        else:
-            model = load_checkpoint(path, **overrides)
-        model.checkpoint_path = str(path)
-    else:
-        name = model_name or DEFAULT_UNTRAINED_MODEL
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = create_model(name, **overrides)
-        model.checkpoint_path = None
+    trained = checkpoint is not None or pretrained
+    name = model_name or (None if trained else DEFAULT_UNTRAINED_MODEL)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build(checkpoint, name, pretrained=pretrained, device=device, **overrides)
+    if not trained:
         msg = untrained_message(name)
         warnings.warn(msg, UntrainedModelWarning, stacklevel=2)
         if announce:
             print(msg, file=sys.stderr)
-    if device is not None:
-        model = model.to(device)
-    return model.eval()
+    return model
 
 
 def model_info(model) -> dict:
