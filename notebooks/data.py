@@ -2,6 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -23,6 +28,7 @@ datasets = "GrabCut,Berkeley,DAVIS,COCO_MVal"  # comma-separated
 weights = ""  # comma-separated files expected under <data_root>/weights
 download = False
 out = "results/data/manifest.json"
+generate_weights = False  # write random stand-ins, in the upstream layouts, of missing weight files (paper-smoke)
 
 # %%
 import json
@@ -41,8 +47,16 @@ def as_bool(value):
     return str(value).strip().lower() in {"1", "true", "yes", "on"}
 
 
+generated = []
+if as_bool(generate_weights):
+    from icmformer.pipeline.weights import write_upstream_weights
+
+    generated = [p.name for p in write_upstream_weights(Path(data_root) / "weights", as_list(weights))]
+    print(f"stand-in weight files (random values, upstream layouts) written: {generated or 'none (all present)'}")
 manifest = prepare_data(as_list(datasets), root=data_root, mirrors=as_list(mirrors), weights=as_list(weights),
                         download=as_bool(download))
+if as_bool(generate_weights):
+    manifest["weights_generated"] = True  # the weights are random stand-ins: no number of this run means anything
 Path(out).parent.mkdir(parents=True, exist_ok=True)
 Path(out).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 pd.DataFrame(

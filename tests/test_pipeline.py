@@ -24,7 +24,7 @@ def test_params_yaml_is_the_composed_default_profile():
     assert committed["profile"] == "demo" and committed["data"]["root"] == "data"
 
 
-@pytest.mark.parametrize("profile", ["demo", "paper"])
+@pytest.mark.parametrize("profile", ["demo", "paper", "paper-smoke"])
 def test_profiles_are_consistent(profile):
     from icmformer.pipeline.params import compose
     from icmformer.training.config import load_config
@@ -44,7 +44,11 @@ def test_profiles_are_consistent(profile):
         assert row["slot"] in evaluated
     for t in ("table4", "table5"):
         for cell in p["tables"][t]["cells"]:
-            assert cell["slot"] in evaluated
+            assert cell["slot"] is None or cell["slot"] in evaluated  # None: a cell this profile does not train
+    for key in ("generate_weights",):
+        assert isinstance(p["data"][key], bool)
+    assert isinstance(p["eval"]["limit"], int) and isinstance(p["train_extra"], str)
+    assert isinstance(p["tables"]["table1"]["extra_rows"], list)
     assert p["figures"]["main"] in p["models"]
 
 
@@ -55,6 +59,25 @@ def test_paper_profile_switch_changes_models_and_protocol():
     assert paper["device"] == "cuda" and paper["eval"]["flip"] is True
     assert set(paper["models"]).isdisjoint(demo["models"])
     assert "mae_pretrain_vit_base.pth" in paper["data"]["weights"]
+
+
+def test_paper_smoke_profile_is_the_paper_pipeline_at_a_small_size():
+    from icmformer.pipeline.params import compose
+    from icmformer.pipeline.weights import UPSTREAM
+    from icmformer.training.config import load_config
+
+    smoke, paper = compose(["profile=paper-smoke"], conf_dir=REPO / "conf"), compose(["profile=paper"], conf_dir=REPO / "conf")
+    assert {m["model"] for m in smoke["models"].values()} == {"icmformer_vit_base_448", "icmformer_swin_base_384", "icmformer_swin_small_224"}
+    for m in smoke["models"].values():
+        assert m["config"].startswith("configs/paper_") and m["config"].endswith("_sbd.yaml") and m["train_set"] == "BSDS_train"
+        assert 0 < m["max_steps"] <= 5
+        weights = Path(load_config(REPO / m["config"]).model.pretrained_backbone).name
+        assert weights in smoke["data"]["weights"].split(",") and weights in UPSTREAM
+    # only the size changes: the evaluation protocol is the paper's, the overrides touch no hyper-parameter
+    for key in ("zoom_in", "flip", "stop_at_target", "davis_target_size"):
+        assert smoke["eval"][key] == paper["eval"][key]
+    assert smoke["eval"]["max_clicks"] == 2 and smoke["data"]["generate_weights"] is True
+    assert {kv.split("=")[0] for kv in smoke["train_extra"].split(";")} <= {"batch_size", "num_workers", "data.epoch_len", "log_interval"}
 
 
 def test_dvc_stage_graph_resolves():
