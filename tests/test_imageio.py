@@ -35,7 +35,7 @@ def write(path, arr, ext=None):
 
 
 def test_bomb_is_refused_from_the_header(tmp_path, monkeypatch):
-    monkeypatch.delenv(imageio.MAX_PIXELS_ENV, raising=False)
+    monkeypatch.setenv(imageio.MAX_PIXELS_ENV, "")  # the default limit; restored after the test
     path = tmp_path / "bomb.png"
     path.write_bytes(bomb_png(20000, 20000))
     assert path.stat().st_size < 200_000
@@ -120,7 +120,7 @@ def test_jpeg_mask_is_binarised_with_a_warning_for_training(tmp_path):
 def test_predict_cli_refuses_bomb_in_one_line(tmp_path, capsys, monkeypatch):
     from icmformer.cli import main
 
-    monkeypatch.delenv(imageio.MAX_PIXELS_ENV, raising=False)
+    monkeypatch.setenv(imageio.MAX_PIXELS_ENV, "")  # the default limit; restored after the test
     path = tmp_path / "bomb.png"
     path.write_bytes(bomb_png(20000, 20000))
     rc = main(["predict", "--model", "icmformer_vit_tiny_224", "--image", str(path), "--click", "5,5,+", "--out", str(tmp_path / "m.png")])

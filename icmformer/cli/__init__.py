@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="icmformer",
         description="iCMFormer: interactive segmentation with cross-modality vision transformers.",
+        epilog="Errors in the input are reported in one line (exit status 1); add --debug to see the traceback.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_module, help_text) in SUBCOMMANDS.items():
@@ -35,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # --debug (anywhere) or ICMFORMER_DEBUG=1: show the traceback of user errors too
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
     if not argv or argv[0] in {"-h", "--help"} or argv[0] not in SUBCOMMANDS:
         if argv and argv[0] not in {"-h", "--help"}:
@@ -51,15 +55,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
-        # Library code raises these with messages meant for the user; show them without a
-        # traceback. Set ICMFORMER_DEBUG=1 to see the full traceback.
+    except Exception as exc:
+        # Bad input (files, checkpoints, JSON, disks, permissions, values): one line, exit 1,
+        # no traceback (icmformer.cli.errors); anything else is a bug and keeps its traceback.
         import os
 
-        if os.environ.get("ICMFORMER_DEBUG"):
+        from icmformer.cli.errors import EXIT_USER_ERROR, user_error
+
+        message = user_error(exc)
+        if message is None or debug or os.environ.get("ICMFORMER_DEBUG"):
             raise
-        print(f"icmformer {name}: error: {exc}", file=sys.stderr)
-        return 1
+        print(f"icmformer {name}: error: {message}", file=sys.stderr)
+        return EXIT_USER_ERROR
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -36,6 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target-size", type=int, help="network input side (default: the model's input size)")
     parser.add_argument("--device", help="torch device (default: cpu)")
     parser.add_argument("--force", action="store_true", help="overwrite existing output files")
+    parser.add_argument(
+        "--max-image-pixels", type=int, metavar="N",
+        help="refuse images above N pixels (width x height), read from the header before decoding "
+        "(default: $ICMFORMER_MAX_IMAGE_PIXELS or 40000000; 0: no limit)",
+    )  # fmt: skip
 
 
 def _clicks(args) -> list:
@@ -56,11 +61,15 @@ def _clicks(args) -> list:
     return [parse_click(text, i, f"--click {text!r}") for i, text in enumerate(args.click)]
 
 
+MASK_OUTPUTS = (".png", ".bmp", ".tif", ".tiff")  # lossless: a JPEG mask would not be 0/255
+PROB_OUTPUTS = (".npy",) + MASK_OUTPUTS
+
+
 def _check_output(path: Path, force: bool, what: str) -> None:
-    if path.exists() and not force:
-        raise ValueError(f"{what} {path} exists; pass --force to overwrite it")
-    if path.is_dir():
-        raise ValueError(f"{what} {path} is a directory; give a file name")
+    # before the image is read and the model runs: known type, not a folder, writable folder
+    from icmformer.cli.errors import check_output_file
+
+    check_output_file(path, what, MASK_OUTPUTS if what == "--out" else PROB_OUTPUTS, force=force)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,6 +89,10 @@ def run(args: argparse.Namespace) -> int:
         if prob_out.resolve() == out.resolve():
             raise ValueError("--prob-out must differ from --out")
         _check_output(prob_out, args.force, "--prob-out")
+    if args.max_image_pixels is not None:
+        from icmformer.data.imageio import set_max_image_pixels
+
+        set_max_image_pixels(args.max_image_pixels)
     image = read_image(args.image)
     check_clicks_inside(clicks, image.shape[:2], "click")
     if args.checkpoint and not Path(args.checkpoint).is_file():
