@@ -2,8 +2,8 @@
 
 Public API (imported lazily so ``import icmformer`` is cheap)::
 
-    icmformer.create_model(name, checkpoint=None, pretrained_backbone=None, **overrides)
-    icmformer.list_models()
+    icmformer.create_model(name, pretrained=False, checkpoint=None, pretrained_backbone=None, **overrides)
+    icmformer.list_models(pretrained=False)
     icmformer.load_checkpoint(path) / icmformer.save_checkpoint(model, path)
     icmformer.Predictor(model)
     icmformer.evaluate_sample(gt_mask, predict_fn, max_clicks=20)
@@ -15,9 +15,9 @@ import importlib
 __version__ = "0.1.0"
 
 _LAZY = {
-    "create_model": "icmformer.models.registry",
-    "list_models": "icmformer.models.registry",
-    "load_checkpoint": "icmformer.models.checkpoint",
+    "create_model": "icmformer.models.factory",
+    "list_models": "icmformer.models.factory",
+    "load_checkpoint": "icmformer.models.factory",
     "save_checkpoint": "icmformer.models.checkpoint",
     "Predictor": "icmformer.evaluation.predictor",
     "evaluate_sample": "icmformer.evaluation.loop",

@@ -21,9 +21,6 @@ difference and whether the masks are identical.
 """
 from __future__ import annotations
 
-import contextlib
-import os
-import platform
 import statistics
 import threading
 import time
@@ -78,15 +75,9 @@ class BenchResult:
 
 
 def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return f"{cpu} ({os.cpu_count()} logical cores, torch threads {torch.get_num_threads()})"
+    from icmformer.utils import describe_device
+
+    return describe_device(device)
 
 
 def bench_instance(data_root: str | Path | None = None) -> tuple[np.ndarray, np.ndarray, str]:
@@ -219,6 +210,7 @@ def run_benchmark(
     checkpoint: str | Path | None = None,
     device: str = "cpu",
     modes=MODES,
+    pretrained: bool = False,
     clicks: int = 20,
     repeats: int = 3,
     data_root: str | Path | None = None,
@@ -228,16 +220,15 @@ def run_benchmark(
 ) -> BenchResult:
     from icmformer.evaluation.loop import evaluate_sample
     from icmformer.evaluation.predictor import make_predict_fn
-    from icmformer.models.checkpoint import load_checkpoint
-    from icmformer.models.registry import create_model
+    from icmformer.evaluation.protocol import PRED_THRESHOLD
+    from icmformer.models.factory import load_model
 
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda asked for, but CUDA is not available on this machine")
     torch.manual_seed(0)
-    model = load_checkpoint(checkpoint, **overrides) if checkpoint else create_model(model_name, **overrides)
-    model = model.eval()
-    name = checkpoint and str(checkpoint) or model_name
+    model = load_model(checkpoint, None if checkpoint else model_name, pretrained=pretrained, **overrides)
+    name = str(checkpoint) if checkpoint else model_name + (" (shipped weights)" if pretrained else "")
     image, gt, source = bench_instance(data_root)
     variants = build_variants(model, dev, modes, compile=compile)
     res = BenchResult(model=name, device=dev.type, device_name=device_name(dev), threads=torch.get_num_threads(),
@@ -258,10 +249,10 @@ def run_benchmark(
         differing, margin = 0, 0.0
         for c in fixed:
             pa, pb = fn_naive(c), fn_opt(c)
-            diff = (pa > 0.49) != (pb > 0.49)
+            diff = (pa > PRED_THRESHOLD) != (pb > PRED_THRESHOLD)
             differing += int(diff.sum())
             if diff.any():
-                margin = max(margin, float(np.abs(pa[diff] - 0.49).max()))
+                margin = max(margin, float(np.abs(pa[diff] - PRED_THRESHOLD).max()))
         res.agreement = {"clicks": len(fixed), "max_abs_logit_diff": max(diffs), "masks_identical": differing == 0,
                          "differing_pixels": differing, "max_prob_distance_from_threshold": margin}  # fmt: skip
 

@@ -9,6 +9,7 @@ import os
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="icmformer_vit_base_448", help="registry name (untrained weights are fine for timing)")
     p.add_argument("--checkpoint", help="time a trained checkpoint instead")
+    p.add_argument("--pretrained", action="store_true", help="time --model with the weights shipped with the package")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--modes", default="naive,optimised,fast", help="comma-separated: naive, optimised, fast (CPU int8)")
     p.add_argument("--clicks", type=int, default=20, help="clicks per instance (the protocol uses 20)")
@@ -31,7 +32,9 @@ def run(args: argparse.Namespace) -> int:
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if args.clicks < 1 or args.repeats < 1:
         raise ValueError("--clicks and --repeats must be >= 1")
-    res = run_benchmark(args.model, checkpoint=args.checkpoint, device=args.device, modes=modes, clicks=args.clicks,
+    if args.pretrained and args.checkpoint:
+        raise ValueError("give either --pretrained (the weights shipped for --model) or --checkpoint FILE, not both")
+    res = run_benchmark(args.model, checkpoint=args.checkpoint, pretrained=args.pretrained, device=args.device, modes=modes, clicks=args.clicks,
                         repeats=args.repeats, data_root=args.data_root, compile=args.compile,
                         progress=not (args.quiet or args.json))  # fmt: skip
     if args.out:

@@ -20,18 +20,20 @@ which is the ``SPC-method`` of a K = 1 run.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
+
+from icmformer.evaluation.protocol import DEFAULT_PROTOCOL, EvalProtocol
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", choices=("model", "grabcut"), default="model", help="what to evaluate (default: model)")
     parser.add_argument("--checkpoint", help="model checkpoint (.safetensors of ours, or an official isegm .pth)")
-    parser.add_argument("--model", help="an untrained registry model (smoke tests), e.g. icmformer_vit_tiny_224")
+    parser.add_argument("--model", help="a registry model: untrained (smoke tests) unless --pretrained or --checkpoint, e.g. icmformer_vit_tiny_224")
+    parser.add_argument("--pretrained", action="store_true", help="with --model: the weights shipped with the package (see icmformer.list_models(pretrained=True))")
     parser.add_argument("--datasets", default="GrabCut,Berkeley,DAVIS", help="comma-separated dataset names (default: %(default)s)")
     parser.add_argument("--data-root", default="data", help="folder holding the datasets (default: %(default)s)")
     parser.add_argument("--out", help="output folder (default: results/runs/evaluate_<method>)")
-    parser.add_argument("--max-clicks", type=int, default=20, help="clicks per instance (default: %(default)s)")
+    parser.add_argument("--max-clicks", type=int, default=DEFAULT_PROTOCOL.max_clicks, help="clicks per instance (default: %(default)s)")
     parser.add_argument("--stop-at-target", action="store_true", help="stop an instance at IoU 0.90 as the official script")
     parser.add_argument("--no-zoom-in", action="store_true", help="model: no zoom-in (whole image at the target size)")
     parser.add_argument("--no-flip", action="store_true", help="model: no horizontal-flip averaging")
@@ -57,10 +59,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def protocol_from_args(args: argparse.Namespace) -> EvalProtocol:
+    """The evaluation protocol the flags describe (defaults: :data:`DEFAULT_PROTOCOL`)."""
+    return DEFAULT_PROTOCOL.with_(
+        max_clicks=args.max_clicks, stop_at_target=args.stop_at_target or None, zoom_in=not args.no_zoom_in,
+        flip=not args.no_flip, target_size=args.target_size, davis_target_size=args.davis_target_size,
+    )
+
+
 def _grabcut(args):
     import cv2
 
     from icmformer.evaluation.baselines import GrabCutPredictFn
+    from icmformer.utils import describe_device
 
     opts = dict(max_side=args.grabcut_max_side, iterations=args.grabcut_iterations)
 
@@ -68,30 +79,26 @@ def _grabcut(args):
         return GrabCutPredictFn(sample.image, **opts)
 
     config = {"method": "grabcut", "grabcut": opts, "opencv": cv2.__version__}
-    import platform
-
-    device = f"cpu (OpenCV {cv2.__version__} grabCut, {platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
-    return factory, config, device
+    return factory, config, describe_device("cpu", f"OpenCV {cv2.__version__} grabCut")
 
 
-def _model(args, names: list[str]):
-    import platform
-
+def _model(args, names: list[str], protocol: EvalProtocol):
     import torch
 
-    import icmformer
     from icmformer.evaluation.batched import ModelMethod
+    from icmformer.utils import describe_device
+    from icmformer.models.factory import load_model
 
     if bool(args.checkpoint) == bool(args.model):
         raise ValueError("--method model needs exactly one of --checkpoint FILE or --model NAME")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = load_model(args.checkpoint, args.model, pretrained=args.pretrained, device=device)
     if args.checkpoint:
-        model = icmformer.load_checkpoint(args.checkpoint)
         what = {"checkpoint": str(Path(args.checkpoint).resolve())}
+    elif args.pretrained:
+        what = {"model": args.model, "pretrained": str(model.checkpoint_path)}
     else:
-        model = icmformer.create_model(args.model)
         what = {"model": args.model, "untrained": True}
-    model = model.to(device).eval()
     if getattr(args, "fast", False):
         if device.type != "cpu":
             raise ValueError("--fast (int8 dynamic quantisation) runs on the CPU; use --device cpu")
@@ -100,27 +107,19 @@ def _model(args, names: list[str]):
         model = quantize_int8(model)
         what["fast"] = "int8-dynamic"
     base = int(model.default_input_size)
-    size = int(args.target_size or base)
-    davis = int(args.davis_target_size or round(1.5 * base))
-    opts = dict(device=device, zoom_in=not args.no_zoom_in, flip=not args.no_flip)
-
     # ModelMethod(sample) is make_predict_fn(model, sample.image, ...) (the sequential path);
-    # with --batch-size > 1 the runner uses its evaluate_items instead.
-    factories = {n: ModelMethod(model, target_size=davis if n.upper() == "DAVIS" else size, **opts) for n in names}
+    # the runner uses its evaluate_items.
+    factories = {n: ModelMethod(model, device=device, **protocol.predictor_options(n, base)) for n in names}
     config = {
         "method": "model",
         **what,
         "model_name": getattr(model, "name", None),
-        "zoom_in": not args.no_zoom_in,
-        "flip": not args.no_flip,
-        "target_size": size,
-        "davis_target_size": davis,
+        "zoom_in": protocol.zoom_in,
+        "flip": protocol.flip,
+        "target_size": protocol.input_size(None, base),
+        "davis_target_size": protocol.input_size("DAVIS", base),
     }
-    if device.type == "cuda":
-        desc = f"cuda ({torch.cuda.get_device_name(device)})"
-    else:
-        desc = f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads)"
-    return factories, config, desc
+    return factories, config, describe_device(device)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -132,23 +131,25 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--datasets is empty; give e.g. GrabCut,Berkeley,DAVIS")
     if args.max_clicks < 1:
         raise ValueError(f"--max-clicks must be >= 1, got {args.max_clicks}")
+    if args.pretrained and not args.model:
+        raise ValueError("--pretrained needs --model NAME (the model whose shipped weights to load)")
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.batch_size > 1 and args.method != "model":
         raise ValueError(f"--batch-size {args.batch_size} needs --method model (the {args.method} baseline runs one instance at a time)")
+    protocol = protocol_from_args(args)
     readers = [get_dataset(n, args.data_root) for n in names]  # fail early on missing data
     names = [r.name for r in readers]
     if args.method == "grabcut":
         factory, config, device = _grabcut(args)
     else:
-        factory, config, device = _model(args, names)
+        factory, config, device = _model(args, names, protocol)
     out = Path(args.out or f"results/runs/evaluate_{args.method}")
     summary = run_evaluation(
-        readers, args.data_root, factory, out, max_clicks=args.max_clicks, stop_at_target=args.stop_at_target,
-        resume=not args.no_resume, progress=not args.quiet, limit=args.limit, config=config, device=device,
-        batch_size=args.batch_size,
+        readers, args.data_root, factory, out, resume=not args.no_resume, progress=not args.quiet, limit=args.limit,
+        config=config, device=device, batch_size=args.batch_size, protocol=protocol,
     )
     print(format_table(summary))
     print(f"device: {summary['device']}; run time {summary['run_time_s']:.1f} s; records and summary in {out}")

@@ -4,6 +4,7 @@ Examples::
 
     icmformer predict --checkpoint model.safetensors --image cat.jpg --click 120,200,+ --click 40,10,- --out cat_mask.png
     icmformer predict --checkpoint model.safetensors --image cat.jpg --clicks cat_clicks.json --object 2 --out m.png --prob-out p.npy
+    icmformer predict --model NAME --pretrained --image cat.jpg --click 120,200,+ --out m.png   # shipped weights
     icmformer predict --model icmformer_vit_tiny_224 --image cat.jpg --click 120,200,+ --out m.png   # untrained: smoke test
 
 Clicks are ``Y,X,+`` (positive) or ``Y,X,-`` (negative): row and column in pixels of the image,
@@ -24,7 +25,8 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", help="model checkpoint (.safetensors of ours, or an official isegm .pth)")
-    parser.add_argument("--model", help="registry model name: untrained weights (prints a warning) unless --checkpoint is given too")
+    parser.add_argument("--model", help="registry model name: untrained weights (prints a warning) unless --pretrained or --checkpoint is given too")
+    parser.add_argument("--pretrained", action="store_true", help="with --model: the weights shipped with the package")
     parser.add_argument("--image", required=True, help="the image file")
     parser.add_argument("--click", action="append", default=[], metavar="Y,X,+|-", help="a click: row, column, + or - (repeat, in order)")
     parser.add_argument("--clicks", metavar="JSON", help="clicks from a JSON file (a click file of the annotation notebook, or a list of [y, x, positive])")
@@ -80,7 +82,9 @@ def run(args: argparse.Namespace) -> int:
     from icmformer.interactive.io import UntrainedModelWarning, check_clicks_inside, load_model
 
     if not args.checkpoint and not args.model:
-        raise ValueError("give --checkpoint FILE (a trained model) or --model NAME (untrained, for smoke tests)")
+        raise ValueError("give --checkpoint FILE (a trained model), --model NAME --pretrained (shipped weights) or --model NAME (untrained, for smoke tests)")
+    if args.pretrained and (args.checkpoint or not args.model):
+        raise ValueError("--pretrained needs --model NAME and no --checkpoint (it loads the weights shipped for NAME)")
     clicks = _clicks(args)
     out = Path(args.out)
     prob_out = Path(args.prob_out) if args.prob_out else None
@@ -102,8 +106,8 @@ def run(args: argparse.Namespace) -> int:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UntrainedModelWarning)  # said below, in one line
-        model = load_model(args.checkpoint, args.model, device=args.device, announce=False)
-    if args.checkpoint is None:
+        model = load_model(args.checkpoint, args.model, device=args.device, announce=False, pretrained=args.pretrained)
+    if args.checkpoint is None and not args.pretrained:
         print(f"warning: --model {args.model} without --checkpoint: UNTRAINED weights, the mask is meaningless", file=sys.stderr)
     predictor = Predictor(model, zoom_in=not args.no_zoom_in, flip=not args.no_flip, target_size=args.target_size)
     t0 = time.perf_counter()

@@ -18,6 +18,13 @@ Resume: finished instances (by ``(dataset, instance_id)``) are skipped and an im
 instances are all done is not even loaded. A partially written last line (an interrupted write)
 is discarded and the file truncated to its last complete line before appending.
 
+One loop serves every method: the runner hands each dataset's instances, as lazily loaded
+``(image, gt_mask, tag)`` items, to the method's ``evaluate_items(items, batch_size, **protocol)``
+and writes a record per result as it arrives. Model methods
+(:class:`icmformer.evaluation.batched.ModelMethod`) run the batched evaluator; a plain
+``predict_fn`` factory (e.g. the OpenCV GrabCut baseline) is adapted with
+:func:`icmformer.evaluation.loop.evaluate_items`, one instance at a time.
+
 Batched runs (``batch_size=K > 1``, model methods only, see
 :mod:`icmformer.evaluation.batched`): K instances advance click by click together, one forward
 pass per click step; images are loaded only when the work queue reaches them, and each record is
@@ -35,13 +42,15 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from icmformer.evaluation.loop import PredictFn, evaluate_sample
+from icmformer.evaluation.loop import PredictFn, evaluate_items
 from icmformer.evaluation.metrics import summarize
+from icmformer.evaluation.protocol import DEFAULT_PROTOCOL, EvalProtocol
+from icmformer.utils import atomic_write_text, describe_device
 
 RECORDS = "records.jsonl"
 SUMMARY = "summary.json"
@@ -89,12 +98,6 @@ def read_records(path: str | Path, repair: bool = False) -> list[dict]:
     return records
 
 
-def _device_default() -> str:
-    import platform
-
-    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
-
-
 def _resolve_datasets(datasets: Iterable, data_root: str | Path | None, dataset_kwargs: Mapping | None):
     from icmformer.data.datasets import BaseDataset, get_dataset
 
@@ -139,38 +142,41 @@ def run_evaluation(
     data_root: str | Path | None,
     method_factory: MethodFactory | Mapping[str, MethodFactory],
     out_dir: str | Path,
-    max_clicks: int = 20,
-    stop_at_target: bool = False,
+    max_clicks: int | None = None,
+    stop_at_target: bool | None = None,
     resume: bool = True,
     progress: bool = True,
     *,
     limit: int | None = None,
-    pred_thr: float = 0.49,
-    target_iou: float = 0.90,
+    pred_thr: float | None = None,
+    target_iou: float | None = None,
     config: Mapping | None = None,
     device: str | None = None,
     dataset_kwargs: Mapping[str, Mapping] | None = None,
     batch_size: int = 1,
+    protocol: EvalProtocol | None = None,
 ) -> dict:
     """Evaluate a click-driven method on datasets, writing records and a summary to ``out_dir``.
 
     Args:
         datasets: dataset names (read from ``data_root``) or reader objects.
         data_root: folder holding the datasets (see :func:`icmformer.data.datasets.get_dataset`).
-        method_factory: ``method_factory(sample) -> predict_fn``, called once per image (so a model
-            encodes each image once); or a mapping ``{dataset name: factory}``.
+        method_factory: an object with ``evaluate_items`` (e.g.
+            :class:`icmformer.evaluation.batched.ModelMethod`), or ``method_factory(sample) ->
+            predict_fn``, called once per image (so a model encodes each image once); or a
+            mapping ``{dataset name: factory}``.
         out_dir: where ``records.jsonl``, ``run.json`` and ``summary.json`` go.
-        max_clicks, stop_at_target, pred_thr, target_iou: the protocol (see
-            :func:`~icmformer.evaluation.loop.evaluate_sample`).
+        protocol: the :class:`~icmformer.evaluation.protocol.EvalProtocol` (default: the
+            standard one); ``max_clicks``, ``stop_at_target``, ``pred_thr``, ``target_iou``
+            given here replace its fields.
         resume: skip instances already in ``records.jsonl``; ``False`` starts the file afresh.
         progress: show a tqdm bar (also off when stderr is not a terminal).
         limit: evaluate only the first ``limit`` images of each dataset.
         config: a description of the method (stored in ``run.json``; a resumed run must match).
         device: a description of the hardware for the summary.
         dataset_kwargs: per-dataset keyword arguments for the readers.
-        batch_size: instances evaluated together, one forward pass per click step (1: the
-            sequential path). Above 1 every factory must offer ``evaluate_items`` (as
-            :class:`icmformer.evaluation.batched.ModelMethod` does); see the module docstring
+        batch_size: instances evaluated together, one forward pass per click step (1: one at a
+            time). Above 1 every factory must offer ``evaluate_items``; see the module docstring
             for records and SPC of batched runs.
 
     Returns:
@@ -182,27 +188,24 @@ def run_evaluation(
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or int(batch_size) < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     batch_size = int(batch_size)
+    protocol = (protocol or DEFAULT_PROTOCOL).with_(
+        max_clicks=max_clicks, stop_at_target=stop_at_target, pred_thr=pred_thr, target_iou=target_iou
+    )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     readers = _resolve_datasets(datasets, data_root, dataset_kwargs)
     run_config = {
         **dict(config or {}),
-        "max_clicks": int(max_clicks),
-        "stop_at_target": bool(stop_at_target),
-        "pred_thr": float(pred_thr),
-        "target_iou": float(target_iou),
+        "max_clicks": int(protocol.max_clicks),
+        "stop_at_target": bool(protocol.stop_at_target),
+        "pred_thr": float(protocol.pred_thr),
+        "target_iou": float(protocol.target_iou),
         "datasets": [d.name for d in readers],
         "limit": limit,
     }
+    methods = {d.name: _as_method(_factory_for(method_factory, d.name), d.name, batch_size) for d in readers}
     if batch_size > 1:
         run_config["batch_size"] = batch_size
-        for d in readers:
-            f = _factory_for(method_factory, d.name)
-            if not callable(getattr(f, "evaluate_items", None)):
-                raise ValueError(
-                    f"batch_size={batch_size} needs a batched method (e.g. icmformer.evaluation.batched.ModelMethod) "
-                    f"for dataset {d.name}; got {type(f).__name__} (use batch_size=1)"
-                )
     _check_config(out_dir, run_config, resume)
     records_path = out_dir / RECORDS
     if not resume and records_path.exists():
@@ -216,37 +219,49 @@ def run_evaluation(
         total=sum(n for _, n in plan), unit="img", disable=None if progress else True, file=sys.stderr
     ) as bar:
         for ds, n in plan:
-            factory = _factory_for(method_factory, ds.name)
             bar.set_description(ds.name)
-            if batch_size > 1:
-                protocol = dict(max_clicks=max_clicks, pred_thr=pred_thr, target_iou=target_iou, stop_at_target=stop_at_target)
-                _run_batched(ds, n, factory, batch_size, protocol, done, selected, existing, fout, bar)
-                continue
-            for i in range(n):
-                if _skip_if_done(ds, i, done, selected, bar):
-                    continue
-                t_img = time.perf_counter()
-                sample = ds[i]
-                predict_fn = factory(sample)
-                for mask, inst_id, mask_path in zip(sample.masks, sample.instance_ids, sample.mask_paths or [None] * len(sample.masks)):
-                    key = (ds.name, inst_id)
-                    selected.add(key)
-                    if key in done:
-                        continue
-                    result = evaluate_sample(
-                        mask, predict_fn, max_clicks=max_clicks, pred_thr=pred_thr,
-                        target_iou=target_iou, stop_at_target=stop_at_target,
-                    )
-                    t_end = time.perf_counter()
-                    rec = _record(ds.name, sample, inst_id, mask_path, max_clicks, result, t_end - t_img)
-                    t_img = t_end
-                    _write(fout, rec)
-                    done.add(key)
-                    existing.append(rec)
-                bar.update(1)
+            feed = _DatasetFeed(ds, n, done, selected, bar)
+            for result in methods[ds.name].evaluate_items(feed.items(), batch_size, **protocol.loop_options()):
+                i, sample, inst_id, mask_path = result.instance_id
+                rec = _record(ds.name, sample, inst_id, mask_path, protocol.max_clicks, result, result.wall_s)
+                if batch_size > 1:
+                    rec["batch_size"] = batch_size
+                _write(fout, rec)
+                done.add((ds.name, inst_id))
+                existing.append(rec)
+                feed.finished(i)
 
     records = [r for r in existing if (r["dataset"], r["instance_id"]) in selected]
-    tables = summarize(records, max_clicks=max_clicks)
+    summary = _summary(records, plan, run_config, protocol, device, time.perf_counter() - t_start)
+    atomic_write_text(out_dir / SUMMARY, json.dumps(summary, indent=2, default=_json_default) + "\n")
+    return summary
+
+
+class _PredictFnMethod:
+    """A ``method_factory(sample) -> predict_fn`` as an ``evaluate_items`` method (one instance at
+    a time, one ``predict_fn`` per image, see :func:`icmformer.evaluation.loop.evaluate_items`)."""
+
+    def __init__(self, factory: MethodFactory) -> None:
+        self.factory = factory
+
+    def evaluate_items(self, items: Iterable, batch_size: int = 1, **protocol) -> Iterator:
+        # the item's tag is (image index, sample, instance id, mask path): one predict_fn per sample
+        return evaluate_items(items, self.factory, source=lambda item: item[2][1], **protocol)
+
+
+def _as_method(factory, dataset: str, batch_size: int):
+    if callable(getattr(factory, "evaluate_items", None)):
+        return factory
+    if batch_size > 1:
+        raise ValueError(
+            f"batch_size={batch_size} needs a batched method (e.g. icmformer.evaluation.batched.ModelMethod) "
+            f"for dataset {dataset}; got {type(factory).__name__} (use batch_size=1)"
+        )
+    return _PredictFnMethod(factory)
+
+
+def _summary(records: list, plan: list, run_config: dict, protocol: EvalProtocol, device: str | None, run_time_s: float) -> dict:
+    tables = summarize(records, max_clicks=protocol.max_clicks)
     per_ds = {}
     for ds, n in plan:
         entry = dict(tables.get(ds.name, {"instances": 0}))
@@ -255,20 +270,16 @@ def run_evaluation(
         entry["warnings"] = len(ds.warnings)
         entry["warning_messages"] = list(ds.warnings[:20])
         per_ds[ds.name] = entry
-    summary = {
+    return {
         "datasets": per_ds,
         "config": run_config,
-        "device": device or _device_default(),
-        "run_time_s": time.perf_counter() - t_start,
+        "device": device or describe_device(),
+        "run_time_s": run_time_s,
         "records_wall_s": float(sum(r.get("wall_s", 0.0) for r in records)),
         "records": RECORDS,
         "n_records": len(records),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    tmp = out_dir / (SUMMARY + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
-    tmp.replace(out_dir / SUMMARY)
-    return summary
 
 
 def _record(dataset: str, sample, inst_id: str, mask_path, max_clicks: int, result, wall_s: float) -> dict:
@@ -294,49 +305,47 @@ def _write(fout, rec: dict) -> None:
     os.fsync(fout.fileno())
 
 
-def _skip_if_done(ds, i: int, done: set, selected: set, bar) -> bool:
-    """True (and the image counted as selected and progressed) when every instance of image ``i``
-    already has a record, so a resumed run does not even load it."""
-    ids = ds.instance_ids(i)
-    if ids and all((ds.name, k) in done for k in ids):
-        selected.update((ds.name, k) for k in ids)
-        bar.update(1)
-        return True
-    return False
+class _DatasetFeed:
+    """The instances of the first ``n`` images of one dataset that have no record yet, as lazily
+    loaded ``(image, gt_mask, (image index, sample, instance id, mask path))`` items; an image
+    whose instances are all done is not even loaded, and the progress bar advances per image."""
 
+    def __init__(self, ds, n: int, done: set, selected: set, bar) -> None:
+        self.ds, self.n, self.done, self.selected, self.bar = ds, n, done, selected, bar
+        self.pending: dict[int, int] = {}  # image index -> instances not yet written
 
-def _run_batched(ds, n: int, factory, batch_size: int, protocol: dict, done: set, selected: set, existing: list, fout, bar) -> None:
-    """The batched loop over the first ``n`` images of one dataset (see the module docstring)."""
-    pending: dict[int, int] = {}  # image index -> instances not yet written
+    def _skip_if_done(self, i: int) -> bool:
+        ids = self.ds.instance_ids(i)
+        if ids and all((self.ds.name, k) in self.done for k in ids):
+            self.selected.update((self.ds.name, k) for k in ids)
+            self.bar.update(1)
+            return True
+        return False
 
-    def items():
-        for i in range(n):
-            if _skip_if_done(ds, i, done, selected, bar):
+    def items(self) -> Iterator[tuple]:
+        name = self.ds.name
+        for i in range(self.n):
+            if self._skip_if_done(i):
                 continue
-            sample = ds[i]
+            sample = self.ds[i]
             todo = []
             for mask, inst_id, mask_path in zip(sample.masks, sample.instance_ids, sample.mask_paths or [None] * len(sample.masks)):
-                selected.add((ds.name, inst_id))
-                if (ds.name, inst_id) not in done:
+                self.selected.add((name, inst_id))
+                if (name, inst_id) not in self.done:
                     todo.append((mask, inst_id, mask_path))
             if not todo:
-                bar.update(1)
+                self.bar.update(1)
                 continue
-            pending[i] = len(todo)
+            self.pending[i] = len(todo)
             for mask, inst_id, mask_path in todo:
                 yield sample.image, mask, (i, sample, inst_id, mask_path)
 
-    for result in factory.evaluate_items(items(), batch_size, **protocol):
-        i, sample, inst_id, mask_path = result.instance_id
-        rec = _record(ds.name, sample, inst_id, mask_path, protocol["max_clicks"], result, result.wall_s)
-        rec["batch_size"] = batch_size
-        _write(fout, rec)
-        done.add((ds.name, inst_id))
-        existing.append(rec)
-        pending[i] -= 1
-        if pending[i] == 0:
-            del pending[i]
-            bar.update(1)
+    def finished(self, i: int) -> None:
+        """One instance of image ``i`` has its record: the image counts once all have."""
+        self.pending[i] -= 1
+        if self.pending[i] == 0:
+            del self.pending[i]
+            self.bar.update(1)
 
 
 def _json_default(o):

@@ -1,4 +1,4 @@
-"""Model registry: names -> typed configs, and ``create_model``.
+"""Model registry: names -> typed configs (building and loading models: :mod:`icmformer.models.factory`).
 
 =============================  =====================================================================
 name                           what it is
@@ -14,7 +14,6 @@ icmformer_swin_tiny_224        a small hierarchical model for CPU demos and test
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from icmformer.models.config import ICMFormerConfig
@@ -49,7 +48,7 @@ PAPER_MODELS = ("icmformer_vit_base_448", "icmformer_swin_small_224", "icmformer
 
 
 def list_models() -> list[str]:
-    """Names accepted by :func:`create_model`."""
+    """Names accepted by :func:`~icmformer.models.factory.create_model`."""
     return sorted(MODEL_CONFIGS)
 
 
@@ -57,44 +56,6 @@ def get_config(name: str, **overrides: Any) -> ICMFormerConfig:
     if name not in MODEL_CONFIGS:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
     return MODEL_CONFIGS[name].replace(**overrides) if overrides else MODEL_CONFIGS[name].validate()
-
-
-def create_model(
-    name: str,
-    checkpoint: str | Path | None = None,
-    pretrained_backbone: str | Path | None = None,
-    device: str | None = None,
-    **overrides: Any,
-):
-    """Build a model by name.
-
-    Args:
-        name: a registry name (see :func:`list_models`).
-        checkpoint: weights to load: our ``.safetensors`` format or an official iCMFormer
-            (isegm) checkpoint; a checkpoint of another architecture raises ``ValueError`` with a
-            summary of missing / unexpected / mis-shaped keys.
-        pretrained_backbone: a local file with MAE / ImageNet ViT weights or ImageNet Swin
-            weights (timm or original layout) to initialise the backbone from.
-        device: where to put the model (default CPU).
-        **overrides: any :class:`ICMFormerConfig` field, e.g. ``embed_dim=64, depth=4`` to shrink a
-            model for tests, or the ablation switches ``cross_modality``, ``cross_variant``,
-            ``num_cross_blocks``, ``shared_depth`` / ``shared_stages``, ``window_size``.
-    """
-    from icmformer.models.icmformer import ICMFormer
-
-    model = ICMFormer(get_config(name, **overrides), name=name)
-    model.overrides = dict(overrides)
-    if pretrained_backbone is not None:
-        from icmformer.models.pretrained import load_pretrained_backbone
-
-        load_pretrained_backbone(model, pretrained_backbone)
-    if checkpoint is not None:
-        from icmformer.models.checkpoint import load_weights
-
-        load_weights(model, checkpoint)
-    if device is not None:
-        model.to(device)
-    return model
 
 
 def tiny_overrides(name: str) -> dict[str, Any]:
@@ -107,3 +68,13 @@ def tiny_overrides(name: str) -> dict[str, Any]:
                     global_attn_every=2, num_cross_blocks=2, neck_dims=(8, 16, 32, 64), head_channels=16)  # fmt: skip
     return dict(embed_dim=16, depths=(2, 2, 2, 2), stage_heads=(1, 2, 4, 8), img_size=64, window_size=4,
                 num_cross_blocks=2, cross_num_heads=2, head_channels=16)  # fmt: skip
+
+
+def __getattr__(name: str):
+    # ``create_model`` lived here before the factory existed; resolved lazily so that this module
+    # imports no model-building code (the factory imports the registry, not the other way round)
+    if name == "create_model":
+        from icmformer.models.factory import create_model
+
+        return create_model
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
