@@ -27,6 +27,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from icmformer.evaluation.protocol import MAX_CLICKS
+
 NOC_THRESHOLDS = (0.80, 0.85, 0.90)
 NOF_THRESHOLDS = (0.85, 0.90)
 
@@ -56,31 +58,31 @@ def _f32(thr: float) -> np.float32:
     return np.float32(thr)
 
 
-def noc(ious: Sequence[float], thr: float, max_clicks: int = 20) -> int:
+def noc(ious: Sequence[float], thr: float, max_clicks: int = MAX_CLICKS) -> int:
     """Number of clicks to reach IoU ``thr`` for one instance (``max_clicks`` if never reached)."""
     arr = np.asarray(ious, dtype=np.float32)[:max_clicks]
     hit = arr >= _f32(thr)
     return int(np.argmax(hit)) + 1 if hit.any() else int(max_clicks)
 
 
-def noc_list(all_ious: Iterable[Sequence[float]], thr: float, max_clicks: int = 20) -> np.ndarray:
+def noc_list(all_ious: Iterable[Sequence[float]], thr: float, max_clicks: int = MAX_CLICKS) -> np.ndarray:
     """NoC@thr of every instance (int array)."""
     return np.array([noc(i, thr, max_clicks) for i in all_ious], dtype=np.int64)
 
 
-def mean_noc(all_ious: Sequence[Sequence[float]], thr: float, max_clicks: int = 20) -> float:
+def mean_noc(all_ious: Sequence[Sequence[float]], thr: float, max_clicks: int = MAX_CLICKS) -> float:
     """Mean NoC@thr over instances (NaN for no instances)."""
     arr = noc_list(all_ious, thr, max_clicks)
     return float(arr.mean()) if arr.size else float("nan")
 
 
-def nof(all_ious: Sequence[Sequence[float]], thr: float, max_clicks: int = 20) -> int:
+def nof(all_ious: Sequence[Sequence[float]], thr: float, max_clicks: int = MAX_CLICKS) -> int:
     """NoF@thr: instances whose NoC@thr equals ``max_clicks`` (including a hit exactly at the last
     click)."""
     return int((noc_list(all_ious, thr, max_clicks) == max_clicks).sum())
 
 
-def iou_at_clicks(ious: Sequence[float], max_clicks: int = 20) -> np.ndarray:
+def iou_at_clicks(ious: Sequence[float], max_clicks: int = MAX_CLICKS) -> np.ndarray:
     """The IoU after clicks ``1..max_clicks`` of one instance; a sequence that stopped early
     carries its last IoU forward. An empty sequence gives NaNs."""
     arr = np.asarray(ious, dtype=np.float32)[:max_clicks]
@@ -91,7 +93,7 @@ def iou_at_clicks(ious: Sequence[float], max_clicks: int = 20) -> np.ndarray:
     return out
 
 
-def miou_curve(all_ious: Sequence[Sequence[float]], max_clicks: int = 20) -> np.ndarray:
+def miou_curve(all_ious: Sequence[Sequence[float]], max_clicks: int = MAX_CLICKS) -> np.ndarray:
     """mIoU@k for ``k = 1..max_clicks`` (float64 array of length ``max_clicks``)."""
     if len(all_ious) == 0:
         return np.full(max_clicks, np.nan)
@@ -107,7 +109,7 @@ def _sum_lists(records: Sequence[Mapping], key: str) -> float | None:
 
 def summarize_dataset(
     records: Sequence[Mapping],
-    max_clicks: int = 20,
+    max_clicks: int = MAX_CLICKS,
     noc_thresholds: Sequence[float] = NOC_THRESHOLDS,
     nof_thresholds: Sequence[float] = NOF_THRESHOLDS,
 ) -> dict:

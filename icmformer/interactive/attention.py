@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from icmformer.evaluation.clicker import Click
+from icmformer.evaluation.protocol import PRED_THRESHOLD
 from icmformer.interactive.io import check_clicks_inside, parse_clicks
 
 
@@ -60,7 +61,7 @@ class AttentionResult:
 
     @property
     def mask(self) -> np.ndarray:
-        return self.prob > 0.49
+        return self.prob > PRED_THRESHOLD
 
     def query_token(self, click_index: int = -1) -> int:
         """Token index (row-major in the grid) under click ``click_index``."""

@@ -21,6 +21,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from icmformer.evaluation.protocol import MAX_CLICKS  # noqa: E402
+
 POS_COLOR, NEG_COLOR, MASK_COLOR = "#2ca02c", "#d62728", np.array([30, 144, 255])
 
 
@@ -112,7 +114,7 @@ def read_records(path: str | Path) -> list[dict]:
 
 
 def noc_frame(records_by_slot: Mapping[str, Sequence[Mapping]], labels: Mapping[str, str], thr: float = 0.90,
-              max_clicks: int = 20) -> pd.DataFrame:  # fmt: skip
+              max_clicks: int = MAX_CLICKS) -> pd.DataFrame:  # fmt: skip
     from icmformer.evaluation.metrics import noc
 
     rows = []
@@ -142,15 +144,16 @@ def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarr
     return out.clip(0, 255).astype(np.uint8)
 
 
-def click_by_click(model, sample, instance: int = 0, max_clicks: int = 20, **predictor_options) -> dict:
+def click_by_click(model, sample, instance: int = 0, max_clicks: int = MAX_CLICKS, **predictor_options) -> dict:
     """Run the protocol on one instance, keeping the mask after every click."""
     from icmformer.evaluation.loop import evaluate_sample
     from icmformer.evaluation.predictor import make_predict_fn
+    from icmformer.evaluation.protocol import PRED_THRESHOLD
 
     frames = []
 
     def keep(step, clicks, probs, iou):
-        frames.append({"clicks": list(clicks), "mask": probs > 0.49, "iou": iou})
+        frames.append({"clicks": list(clicks), "mask": probs > PRED_THRESHOLD, "iou": iou})
 
     gt = sample.masks[instance]
     evaluate_sample(gt, make_predict_fn(model, sample.image, **predictor_options), max_clicks=max_clicks, callback=keep)
@@ -203,40 +206,23 @@ def multi_part_instances(dataset, min_parts: int = 2, limit: int = 3) -> list[tu
 
 
 def fig_attention(model, sample, path, instance: int = 0, predictor_target: int | None = None) -> Path:
-    """Cross-attention of each cross block for the first click's token, averaged over heads."""
-    import torch
-    import torch.nn.functional as F
-
+    """Cross-attention of each cross block for the first click's token, averaged over heads
+    (computed by :func:`icmformer.interactive.attention.run_attention`, drawn with the panels of
+    :mod:`icmformer.interactive.figures`, as the attention notebook does)."""
     from icmformer.evaluation.clicker import Clicker
-    from icmformer.models.clicks import clicks_to_tensor
+    from icmformer.interactive.attention import run_attention
+    from icmformer.interactive.figures import attention_panel, prediction_panel
 
+    if not getattr(model.config, "cross_modality", True):
+        raise ValueError("the model has no cross-modality blocks (cross_modality=False)")
     gt = sample.masks[instance]
     click = Clicker(gt).make_next_click(np.zeros(gt.shape, dtype=bool))
-    size = predictor_target or model.default_input_size
-    image = torch.from_numpy(sample.image).permute(2, 0, 1)[None].float() / 255
-    image = F.interpolate(image, size=(size, size), mode="bilinear", align_corners=True)
-    h, w = gt.shape
-    y, x = click.coords[0] * size / h, click.coords[1] * size / w
-    with torch.inference_mode():
-        state = model.encode_image(image)
-        logits, extras = model.predict_clicks(state, clicks_to_tensor([[(y, x, True)]]), return_attention=True)
-    attn = extras["cross_attention"]
-    if not attn:
-        raise ValueError("the model has no cross-modality blocks (cross_modality=False)")
-    gh, gw = extras["grid"]
-    q = int(min(gh - 1, y * gh / size)) * gw + int(min(gw - 1, x * gw / size))
-    shown = image[0].permute(1, 2, 0).numpy()
-    fig, axes = plt.subplots(1, len(attn) + 1, figsize=(3 * (len(attn) + 1), 3.2))
-    axes[0].imshow(shown)
-    axes[0].imshow((logits[0, 0] > 0).numpy(), alpha=0.4, cmap="Blues")
-    axes[0].scatter([x], [y], c=POS_COLOR, s=40, edgecolors="white")
+    res = run_attention(model, sample.image, [click], target_size=predictor_target, iterative=False)
+    fig, axes = plt.subplots(1, res.num_blocks + 1, figsize=(3 * (res.num_blocks + 1), 3.2))
+    axes[0].imshow(prediction_panel(res))
     axes[0].set_title("prediction after click 1", fontsize=9)
-    for k, (ax, a) in enumerate(zip(axes[1:], attn)):
-        m = a[0].mean(0)[q].reshape(gh, gw)[None, None]
-        m = F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False)[0, 0].numpy()
-        ax.imshow(shown)
-        ax.imshow(m, cmap="magma", alpha=0.6)
-        ax.scatter([x], [y], c=POS_COLOR, s=40, edgecolors="white")
+    for k, ax in enumerate(axes[1:]):
+        ax.imshow(attention_panel(res, res.mean_map(k)))
         ax.set_title(f"cross block {k + 1}: click token -> image", fontsize=9)
     for ax in axes:
         ax.axis("off")
