@@ -82,6 +82,9 @@ def _grabcut(args):
     return factory, config, describe_device("cpu", f"OpenCV {cv2.__version__} grabCut")
 
 
+UNTRAINED_SEED = 0  # --model NAME without weights: torch.manual_seed of the untrained weights (as predict)
+
+
 def _model(args, names: list[str], protocol: EvalProtocol):
     import torch
 
@@ -92,13 +95,19 @@ def _model(args, names: list[str], protocol: EvalProtocol):
     if bool(args.checkpoint) == bool(args.model):
         raise ValueError("--method model needs exactly one of --checkpoint FILE or --model NAME")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = load_model(args.checkpoint, args.model, pretrained=args.pretrained, device=device)
+    from icmformer.evaluation.records import weights_fingerprint
+
+    with torch.random.fork_rng(devices=[]):  # untrained weights are seeded: a resumed run is the same model
+        torch.manual_seed(UNTRAINED_SEED)
+        model = load_model(args.checkpoint, args.model, pretrained=args.pretrained, device=device)
     if args.checkpoint:
         what = {"checkpoint": str(Path(args.checkpoint).resolve())}
     elif args.pretrained:
         what = {"model": args.model, "pretrained": str(model.checkpoint_path)}
     else:
-        what = {"model": args.model, "untrained": True}
+        what = {"model": args.model, "untrained": True, "seed": UNTRAINED_SEED}
+    # a resumed run must use the same weights (icmformer.evaluation.records checks it)
+    what["weights_sha256"] = weights_fingerprint(model)
     if getattr(args, "fast", False):
         if device.type != "cpu":
             raise ValueError("--fast (int8 dynamic quantisation) runs on the CPU; use --device cpu")

@@ -50,6 +50,7 @@ import numpy as np
 from icmformer.evaluation.loop import PredictFn, evaluate_items
 from icmformer.evaluation.metrics import summarize
 from icmformer.evaluation.protocol import DEFAULT_PROTOCOL, EvalProtocol
+from icmformer.evaluation.records import FolderLock, dedupe_records, prepare_folder
 from icmformer.utils import atomic_write_text, describe_device
 
 RECORDS = "records.jsonl"
@@ -206,16 +207,21 @@ def run_evaluation(
     methods = {d.name: _as_method(_factory_for(method_factory, d.name), d.name, batch_size) for d in readers}
     if batch_size > 1:
         run_config["batch_size"] = batch_size
-    _check_config(out_dir, run_config, resume)
-    records_path = out_dir / RECORDS
-    if not resume and records_path.exists():
-        records_path.unlink()
-    existing = read_records(records_path, repair=True)
+    lock = FolderLock(out_dir)  # one evaluation per folder; fingerprints and duplicates: records.py
+    try:
+        prepare_folder(out_dir, run_config, resume, _check_config, RECORDS)  # run.json + fingerprints
+        records_path = out_dir / RECORDS
+        if not resume and records_path.exists():
+            records_path.unlink()
+        existing = dedupe_records(read_records(records_path, repair=True), records_path)
+    except BaseException:
+        lock.release()
+        raise
     done = {(r["dataset"], r["instance_id"]) for r in existing}
 
     plan = [(d, len(d) if limit is None else min(int(limit), len(d))) for d in readers]
     selected: set[tuple[str, str]] = set()
-    with open(records_path, "a", encoding="utf-8") as fout, tqdm(
+    with lock, open(records_path, "a", encoding="utf-8") as fout, tqdm(
         total=sum(n for _, n in plan), unit="img", disable=None if progress else True, file=sys.stderr
     ) as bar:
         for ds, n in plan:
