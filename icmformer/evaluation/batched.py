@@ -195,18 +195,7 @@ def iter_evaluate_batch(
             yield inst.result
 
 
-def evaluate_batch(
-    model,
-    items: Iterable,
-    max_clicks: int = MAX_CLICKS,
-    batch_size: int = 8,
-    zoom_in: bool = True,
-    flip: bool = True,
-    target_size: int | None = None,
-    pred_thr: float = PRED_THRESHOLD,
-    device: str | torch.device | None = None,
-    **options,
-) -> list[ItemResult]:
+def evaluate_batch(model, items: Iterable, batch_size: int = 8, **options) -> list[ItemResult]:
     """Evaluate instances with the zoom-in + flip predictor, ``batch_size`` of them per forward pass.
 
     Args:
@@ -214,9 +203,9 @@ def evaluate_batch(
             put in eval mode here) or a :class:`~icmformer.evaluation.core.ModelBackend`.
         items: ``(image H x W x 3 uint8, gt_mask H x W int, instance_id)`` tuples (any iterable).
             Items holding the same image array share its encode cache.
-        max_clicks, pred_thr: the protocol of :func:`~icmformer.evaluation.loop.evaluate_sample`;
-            ``target_iou``, ``stop_at_target``, ``min_clicks`` and ``ignore_label`` may be given
-            as keywords too.
+        options: the protocol of :func:`~icmformer.evaluation.loop.evaluate_sample` (``max_clicks``,
+            ``pred_thr``, ``target_iou``, ``stop_at_target``, ``min_clicks``, ``ignore_label``)
+            and the predictor's (below), as keywords.
         batch_size: K, the number of instances per forward pass (2K network inputs with flip).
         zoom_in, flip, target_size, device: as :class:`~icmformer.evaluation.core.ZoomFlipCore`
             (other keywords such as ``expansion_ratio`` or ``cache_size`` go there as well).
@@ -224,12 +213,7 @@ def evaluate_batch(
     Returns:
         One :class:`~icmformer.evaluation.loop.ItemResult` per item, in the order of ``items``.
     """
-    results = list(
-        iter_evaluate_batch(
-            model, items, max_clicks=max_clicks, batch_size=batch_size, zoom_in=zoom_in, flip=flip,
-            target_size=target_size, pred_thr=pred_thr, device=device, **options,
-        )
-    )
+    results = list(iter_evaluate_batch(model, items, batch_size=batch_size, **options))
     return sorted(results, key=lambda r: r.index)
 
 

@@ -53,6 +53,13 @@ def read_official(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}, config if isinstance(config, dict) else {}
 
 
+def _shift_downsample(key: str, offset: int) -> str:
+    """Swin patch merging: the official layout keeps it at the end of stage ``i``, timm's at the
+    start of stage ``i + 1``; other keys are returned as they are."""
+    m = re.match(r"^backbone\.layers\.(\d+)\.downsample\.(.*)$", key)
+    return key if m is None else f"backbone.layers.{int(m.group(1)) + offset}.downsample.{m.group(2)}"
+
+
 def _split_qkv(out: dict, prefix: str, key: str, tensor: torch.Tensor) -> None:
     dim = tensor.shape[0] // 3
     out[f"{prefix}.q.{key}"] = tensor[:dim].clone()
@@ -83,11 +90,7 @@ def convert_official_state_dict(state: dict[str, torch.Tensor], model: nn.Module
             else:
                 out[f"{prefix}.{rest}"] = v
             continue
-        m = re.match(r"^backbone\.layers\.(\d+)\.downsample\.(.*)$", k)
-        if m:
-            out[f"backbone.layers.{int(m.group(1)) + 1}.downsample.{m.group(2)}"] = v
-            continue
-        out[k] = v
+        out[_shift_downsample(k, +1)] = v
     return out
 
 
@@ -121,11 +124,7 @@ def to_official_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
         if k.startswith("backbone.cross_blocks."):
             out["backbone.blocks2." + k[len("backbone.cross_blocks."):]] = v
             continue
-        m = re.match(r"^backbone\.layers\.(\d+)\.downsample\.(.*)$", k)
-        if m:
-            out[f"backbone.layers.{int(m.group(1)) - 1}.downsample.{m.group(2)}"] = v
-            continue
-        out[k] = v
+        out[_shift_downsample(k, -1)] = v
     dim, ch = cfg.embed_dim, cfg.head_channels
     zeros = {}
     if cfg.backbone == "vit":
