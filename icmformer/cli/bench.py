@@ -22,6 +22,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _check_inputs(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from icmformer.cli.errors import check_output_file
+
+    if args.data_root is not None and not (Path(args.data_root) / "GrabCut").is_dir():
+        raise FileNotFoundError(
+            f"data root {args.data_root} (--data-root or $ICMFORMER_SHARED_DATA): no GrabCut folder there "
+            f"(expected {Path(args.data_root) / 'GrabCut'}); give the folder holding GrabCut/, or none to time a synthetic image"
+        )
+    if args.out:
+        check_output_file(args.out, "--out", (".json",))
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -32,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if args.clicks < 1 or args.repeats < 1:
         raise ValueError("--clicks and --repeats must be >= 1")
+    _check_inputs(args)  # before the timing runs: data root and output file
     if args.pretrained and args.checkpoint:
         raise ValueError("give either --pretrained (the weights shipped for --model) or --checkpoint FILE, not both")
     res = run_benchmark(args.model, checkpoint=args.checkpoint, pretrained=args.pretrained, device=args.device, modes=modes, clicks=args.clicks,

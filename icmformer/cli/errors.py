@@ -90,19 +90,19 @@ def check_output_file(path: str | Path, option: str, extensions: tuple[str, ...]
 
 
 def check_writable_dir(folder: str | Path, option: str) -> Path:
-    """Create ``folder`` if needed and check that a file can be created in it (a probe file)."""
+    """Check that files can be created in ``folder`` (or, if it does not exist yet, in its nearest
+    existing parent, where it will be created) with a probe file; creates nothing else."""
     folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise ValueError(f"{option}: {folder} exists and is not a folder") from None
-    except OSError as exc:
-        raise type(exc)(exc.errno, f"cannot create the folder for {option}", str(folder)) from None
-    probe = folder / f".icmformer-write-test-{os.getpid()}"
+    base = folder
+    while not base.exists() and base.parent != base:
+        base = base.parent
+    if not base.is_dir():
+        raise ValueError(f"{option} {folder}: {base} is a file, not a folder")
+    probe = base / f".icmformer-write-test-{os.getpid()}"
     try:
         probe.write_bytes(b"")
     except OSError as exc:
-        raise type(exc)(exc.errno, f"cannot write to the folder of {option}", str(folder)) from None
+        raise type(exc)(exc.errno, f"cannot write to {base} ({option})", str(folder)) from None
     finally:
         try:
             probe.unlink()

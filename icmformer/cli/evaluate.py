@@ -150,12 +150,15 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--batch-size {args.batch_size} needs --method model (the {args.method} baseline runs one instance at a time)")
     protocol = protocol_from_args(args)
     readers = [get_dataset(n, args.data_root) for n in names]  # fail early on missing data
+    out = Path(args.out or f"results/runs/evaluate_{args.method}")
+    from icmformer.cli.errors import check_writable_dir
+
+    check_writable_dir(out, "--out")  # ... and on an output folder that cannot be written
     names = [r.name for r in readers]
     if args.method == "grabcut":
         factory, config, device = _grabcut(args)
     else:
         factory, config, device = _model(args, names, protocol)
-    out = Path(args.out or f"results/runs/evaluate_{args.method}")
     summary = run_evaluation(
         readers, args.data_root, factory, out, resume=not args.no_resume, progress=not args.quiet, limit=args.limit,
         config=config, device=device, batch_size=args.batch_size, protocol=protocol,

@@ -30,10 +30,44 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
+def check_override_types(model: str, overrides: dict) -> None:
+    """``ValueError`` naming the key when an override's type does not fit the config field
+    (e.g. ``embed_dim=abc``); unknown keys and values are checked by the model config itself."""
+    import dataclasses
+
+    from icmformer.models.registry import MODEL_CONFIGS
+
+    if model not in MODEL_CONFIGS:
+        return
+    defaults = {f.name: getattr(MODEL_CONFIGS[model], f.name) for f in dataclasses.fields(MODEL_CONFIGS[model])}
+    for key, value in overrides.items():
+        if key not in defaults or defaults[key] is None or value is None:
+            continue
+        default = defaults[key]
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        elif isinstance(default, (tuple, list)):
+            ok = isinstance(value, (tuple, list))
+        elif isinstance(default, str):
+            ok = isinstance(value, str)
+        else:
+            ok = True
+        if not ok:
+            raise ValueError(f"--set {key}={value!r}: expected {type(default).__name__} like the default {default!r}")
+
+
 def run(args: argparse.Namespace) -> int:
     from icmformer.models.complexity import complexity
 
-    c = complexity(args.model, tuple(args.size) if args.size else None, **parse_overrides(args.set))
+    if args.size and min(args.size) < 1:
+        raise ValueError(f"--size H W must be positive, got {args.size[0]} {args.size[1]}")
+    overrides = parse_overrides(args.set)
+    check_override_types(args.model, overrides)
+    c = complexity(args.model, tuple(args.size) if args.size else None, **overrides)
     if args.json:
         print(json.dumps(c.to_dict()))
         return 0

@@ -46,6 +46,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, list(args.overrides))
     if args.output_dir:
         cfg.output_dir = str(args.output_dir)
+    from icmformer.cli.errors import check_writable_dir
+
+    check_writable_dir(cfg.output_dir, "--output-dir" if args.output_dir else "output_dir")  # before data and model
     trainer = Trainer(
         cfg, resume=args.resume, progress=not args.quiet, quiet=args.quiet, save_every_steps=args.save_every_steps,
     )  # fmt: skip

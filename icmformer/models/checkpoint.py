@@ -48,8 +48,12 @@ def save_checkpoint(model: nn.Module, path: str | Path, metadata: dict[str, Any]
 def read_metadata(path: str | Path) -> dict[str, str]:
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as f:
-        return dict(f.metadata() or {})
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as exc:  # SafetensorError: truncated, bad header length, header too large
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ValueError(f"{path}: cannot read safetensors file (corrupt or truncated: {first})") from exc
 
 
 def is_safetensors(path: Path) -> bool:
@@ -78,7 +82,19 @@ def read_model_metadata(path: str | Path) -> tuple[str, dict[str, Any]]:
             f"{path}: not an icmformer checkpoint (safetensors metadata has no format={FORMAT!r}); "
             "for official isegm checkpoints use the original .pth file or `icmformer convert-official`"
         )
-    return meta.get("model") or "", json.loads(meta.get("overrides") or "{}")
+    version = meta.get("format_version", "1")
+    if not str(version).isdigit() or int(version) > int(FORMAT_VERSION):
+        raise ValueError(
+            f"{path}: checkpoint format_version {version!r} is newer than this icmformer reads ({FORMAT_VERSION}); "
+            "upgrade icmformer to load it"
+        )
+    try:
+        overrides = json.loads(meta.get("overrides") or "{}")
+    except ValueError as exc:
+        raise ValueError(f"{path}: metadata 'overrides' is not valid JSON ({exc})") from None
+    if not isinstance(overrides, dict) or not all(isinstance(k, str) for k in overrides):
+        raise ValueError(f"{path}: metadata 'overrides' must be a JSON object of config fields, got {type(overrides).__name__}")
+    return meta.get("model") or "", overrides
 
 
 def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:

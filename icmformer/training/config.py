@@ -175,6 +175,7 @@ class TrainConfig:
         need(0.0 <= c.next_click_center_prob <= 1.0, "clicks.next_click_center_prob", "must be in [0, 1]")
         need(o.name in OPTIMIZERS, "optim.name", f"must be one of {OPTIMIZERS}, got {o.name!r}")
         need(o.lr > 0, "optim.lr", "must be > 0")
+        need(o.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {o.weight_decay}")
         need(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas", "must be two values in [0, 1)")
         need(s.epochs >= 1, "schedule.epochs", "must be >= 1")
         need(list(s.milestones) == sorted(s.milestones), "schedule.milestones", "must be sorted")

@@ -345,11 +345,16 @@ def check_data_root(data_cfg) -> None:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
+    from icmformer.filesafety import clean_stale_tmp, write_error
+
     path.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_tmp(path)  # left by a process killed during its save
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         torch.save(obj, tmp)
         os.replace(tmp, path)
+    except (RuntimeError, OSError) as e:  # e.g. a full disk: "[enforce fail at inline_container.cc]"
+        raise write_error(e, path) from e
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -378,10 +383,9 @@ def load_training_state(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: training state not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{path}: cannot read training state ({type(e).__name__}: {e})") from e
+    from icmformer.safe_pickle import load_torch
+
+    state = load_torch(path, "training state")  # weights_only; one-line errors, no torch advice
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise ValueError(f"{path}: not an icmformer training state (format != {STATE_FORMAT!r})")
     return state
@@ -493,11 +497,17 @@ class Trainer:
         )
         self.state = TrainState()
         self.state_path = self.output_dir / STATE_FILE
+        if self.info.is_main:  # temporary files of a save killed mid-way (SIGKILL) are removed at start
+            from icmformer.filesafety import clean_stale_tmp
+
+            clean_stale_tmp(self.state_path)
         if resume:
             if self.state_path.is_file():
                 self._load(self.state_path)
             else:
-                self._print(f"no training state at {self.state_path}: starting from scratch")
+                raise FileNotFoundError(
+                    f"--resume: no training state at {self.state_path}; run without --resume to start a new run"
+                )
         elif self.info.is_main and self.state_path.is_file():
             self._print(f"note: {self.state_path} exists; starting over (pass --resume to continue it)")
 
