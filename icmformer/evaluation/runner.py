@@ -159,29 +159,17 @@ def run_evaluation(
 ) -> dict:
     """Evaluate a click-driven method on datasets, writing records and a summary to ``out_dir``.
 
-    Args:
-        datasets: dataset names (read from ``data_root``) or reader objects.
-        data_root: folder holding the datasets (see :func:`icmformer.data.datasets.get_dataset`).
-        method_factory: an object with ``evaluate_items`` (e.g.
-            :class:`icmformer.evaluation.batched.ModelMethod`), or ``method_factory(sample) ->
-            predict_fn``, called once per image (so a model encodes each image once); or a
-            mapping ``{dataset name: factory}``.
-        out_dir: where ``records.jsonl``, ``run.json`` and ``summary.json`` go.
-        protocol: the :class:`~icmformer.evaluation.protocol.EvalProtocol` (default: the
-            standard one); ``max_clicks``, ``stop_at_target``, ``pred_thr``, ``target_iou``
-            given here replace its fields.
-        resume: skip instances already in ``records.jsonl``; ``False`` starts the file afresh.
-        progress: show a tqdm bar (also off when stderr is not a terminal).
-        limit: evaluate only the first ``limit`` images of each dataset.
-        config: a description of the method (stored in ``run.json``; a resumed run must match).
-        device: a description of the hardware for the summary.
-        dataset_kwargs: per-dataset keyword arguments for the readers.
-        batch_size: instances evaluated together, one forward pass per click step (1: one at a
-            time). Above 1 every factory must offer ``evaluate_items``; see the module docstring
-            for records and SPC of batched runs.
-
-    Returns:
-        The summary (also written to ``summary.json``).
+    ``datasets``: names (read from ``data_root``, see :func:`icmformer.data.datasets.get_dataset`)
+    or reader objects. ``method_factory``: an object with ``evaluate_items`` (e.g.
+    :class:`icmformer.evaluation.batched.ModelMethod`), or ``method_factory(sample) -> predict_fn``
+    (called once per image); or a mapping ``{dataset name: factory}``. ``protocol``: the
+    :class:`~icmformer.evaluation.protocol.EvalProtocol` (default: the standard one), whose fields
+    ``max_clicks``, ``stop_at_target``, ``pred_thr``, ``target_iou`` given here replace.
+    ``resume``: skip instances already in ``records.jsonl`` (``False`` starts afresh); ``limit``:
+    only the first images of each dataset; ``config``: the method's description for ``run.json``
+    (a resumed run must match); ``device``: the hardware description for the summary;
+    ``batch_size``: instances per forward pass (above 1 every factory needs ``evaluate_items``).
+    Returns the summary (also written to ``summary.json``).
     """
     from tqdm.auto import tqdm
 
@@ -195,18 +183,8 @@ def run_evaluation(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     readers = _resolve_datasets(datasets, data_root, dataset_kwargs)
-    run_config = {
-        **dict(config or {}),
-        "max_clicks": int(protocol.max_clicks),
-        "stop_at_target": bool(protocol.stop_at_target),
-        "pred_thr": float(protocol.pred_thr),
-        "target_iou": float(protocol.target_iou),
-        "datasets": [d.name for d in readers],
-        "limit": limit,
-    }
+    run_config = _run_config(config, protocol, readers, limit, batch_size)
     methods = {d.name: _as_method(_factory_for(method_factory, d.name), d.name, batch_size) for d in readers}
-    if batch_size > 1:
-        run_config["batch_size"] = batch_size
     lock = FolderLock(out_dir)  # one evaluation per folder; fingerprints and duplicates: records.py
     try:
         prepare_folder(out_dir, run_config, resume, _check_config, RECORDS)  # run.json + fingerprints
@@ -228,19 +206,41 @@ def run_evaluation(
             bar.set_description(ds.name)
             feed = _DatasetFeed(ds, n, done, selected, bar)
             for result in methods[ds.name].evaluate_items(feed.items(), batch_size, **protocol.loop_options()):
-                i, sample, inst_id, mask_path = result.instance_id
-                rec = _record(ds.name, sample, inst_id, mask_path, protocol.max_clicks, result, result.wall_s)
-                if batch_size > 1:
-                    rec["batch_size"] = batch_size
-                _write(fout, rec)
-                done.add((ds.name, inst_id))
-                existing.append(rec)
-                feed.finished(i)
+                existing.append(_write_result(fout, ds.name, result, protocol, batch_size))
+                done.add((ds.name, existing[-1]["instance_id"]))
+                feed.finished(result.instance_id[0])
 
     records = [r for r in existing if (r["dataset"], r["instance_id"]) in selected]
     summary = _summary(records, plan, run_config, protocol, device, time.perf_counter() - t_start)
     atomic_write_text(out_dir / SUMMARY, json.dumps(summary, indent=2, default=_json_default) + "\n")
     return summary
+
+
+def _run_config(config: Mapping | None, protocol: EvalProtocol, readers: list, limit: int | None, batch_size: int) -> dict:
+    """What ``run.json`` holds: the method's description, the protocol, the datasets and limit
+    (and ``batch_size`` when above 1)."""
+    run_config = {
+        **dict(config or {}),
+        "max_clicks": int(protocol.max_clicks),
+        "stop_at_target": bool(protocol.stop_at_target),
+        "pred_thr": float(protocol.pred_thr),
+        "target_iou": float(protocol.target_iou),
+        "datasets": [d.name for d in readers],
+        "limit": limit,
+    }
+    if batch_size > 1:
+        run_config["batch_size"] = batch_size
+    return run_config
+
+
+def _write_result(fout, dataset: str, result, protocol: EvalProtocol, batch_size: int) -> dict:
+    """Write the record of one finished instance (its tag: image index, sample, id, mask path)."""
+    _, sample, inst_id, mask_path = result.instance_id
+    rec = _record(dataset, sample, inst_id, mask_path, protocol.max_clicks, result, result.wall_s)
+    if batch_size > 1:
+        rec["batch_size"] = batch_size
+    _write(fout, rec)
+    return rec
 
 
 class _PredictFnMethod:
