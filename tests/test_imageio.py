@@ -129,3 +129,33 @@ def test_predict_cli_refuses_bomb_in_one_line(tmp_path, capsys, monkeypatch):
     rc = main(["predict", "--model", "icmformer_vit_tiny_224", "--image", str(path), "--click", "5,5,+",
                "--out", str(tmp_path / "m.png"), "--max-image-pixels", "100"])  # fmt: skip
     assert rc == 1 and "limit of 100 pixels" in capsys.readouterr().err
+
+
+def test_cocolvis_mask_layer_bomb_is_refused(tmp_path, monkeypatch):
+    import pickle
+
+    from icmformer.data.train_datasets import CocoLvisTrainDataset
+
+    monkeypatch.setenv(imageio.MAX_PIXELS_ENV, "")
+    split = tmp_path / "train"
+    (split / "images").mkdir(parents=True)
+    (split / "masks").mkdir()
+    write(split / "images" / "000000000001.jpg", np.zeros((64, 64, 3), np.uint8))
+    layer = np.frombuffer(bomb_png(20000, 20000), np.uint8)
+    (split / "masks" / "000000000001.pickle").write_bytes(pickle.dumps(([layer], [(0, 1)])))
+    (split / "hannotation.pickle").write_bytes(pickle.dumps({"000000000001": {"num_instance_masks": 1, "hierarchy": {0: None}}}))
+    ds = CocoLvisTrainDataset(tmp_path, epoch_len=1, seed=0)
+    with pytest.raises(ImageTooLargeError, match="mask layer of .*000000000001.pickle: 20000x20000"):
+        ds.get_layers(0, np.random.default_rng(0))
+
+
+def test_evaluate_cli_max_image_pixels(tmp_path, capsys, monkeypatch):
+    from icmformer.cli import main
+
+    from test_eval_loop import make_folder
+
+    monkeypatch.setenv(imageio.MAX_PIXELS_ENV, "")
+    rc = main(["evaluate", "--method", "grabcut", "--datasets", "folder", "--data-root", str(make_folder(tmp_path / "d")),
+               "--limit", "1", "--max-clicks", "1", "--quiet", "--out", str(tmp_path / "ev"), "--max-image-pixels", "100"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 1 and "40x30 pixels" in err and "limit of 100 pixels" in err and err.count("\n") == 1

@@ -66,7 +66,7 @@ import torch
 from torch.utils.data import Dataset
 
 from icmformer.data.augment import Augmenter
-from icmformer.data.imageio import IMAGE_EXTENSIONS, read_image, read_mask_raw
+from icmformer.data.imageio import IMAGE_EXTENSIONS, ImageTooLargeError, probe_image, read_image, read_mask_raw
 from icmformer.data.imageio import MASK_EXTENSIONS as _MASK_EXTENSIONS
 from icmformer.data.points_sampler import MultiPointSampler
 from icmformer.data.sample import Sample
@@ -507,7 +507,11 @@ class CocoLvisTrainDataset(TrainDataset):
         packed = load_restricted_pickle(masks_path)
         try:
             encoded_layers, objs_mapping = packed
+            for x in encoded_layers:  # the pixel limit, from each layer's PNG header before decoding
+                probe_image(np.asarray(x, dtype=np.uint8).tobytes(), f"mask layer of {masks_path}")
             layers = [cv2.imdecode(np.asarray(x, dtype=np.uint8), cv2.IMREAD_UNCHANGED) for x in encoded_layers]
+        except ImageTooLargeError:
+            raise
         except (TypeError, ValueError) as e:
             raise ValueError(f"{masks_path}: expected (encoded_layers, objs_mapping) ({e})") from e
         if not layers or any(x is None or x.shape != image.shape[:2] for x in layers):
