@@ -7,7 +7,7 @@ resolves only the globals listed here **by exact module and name**:
 
 - builtin containers and scalars (``list``, ``dict``, ``tuple``, ``set``, ``frozenset``, ``int``,
   ``float``, ``complex``, ``str``, ``bytes``, ``bytearray``, ``bool``, ``slice``, ``range``),
-  ``collections.OrderedDict`` and ``_codecs.encode`` (bytes written by protocol 2);
+  ``collections.OrderedDict`` and ``Counter``, ``_codecs.encode`` (bytes written by protocol 2);
 - the tensor rebuild functions of ``torch._utils`` (``_rebuild_tensor_v2``,
   ``_rebuild_parameter``, ``_rebuild_parameter_with_state``), torch storages and dtypes;
 - numpy array reconstruction (``ndarray``, ``dtype``, ``multiarray._reconstruct`` / ``scalar``,
@@ -42,7 +42,7 @@ _BUILTINS = ("list", "dict", "tuple", "set", "frozenset", "int", "float", "compl
 _EXACT = frozenset(
     [("builtins", n) for n in _BUILTINS]
     + [("__builtin__", n) for n in _BUILTINS]  # protocol 0-2 pickles written by Python 2
-    + [("collections", "OrderedDict"), ("_codecs", "encode")]
+    + [("collections", "OrderedDict"), ("collections", "Counter"), ("_codecs", "encode")]  # Counter: lr-scheduler milestones
     + [("torch._utils", n) for n in ("_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_parameter", "_rebuild_parameter_with_state")]
     + [("torch", "Size")]
     + [("numpy", "ndarray"), ("numpy", "dtype")]

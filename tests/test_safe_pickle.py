@@ -146,3 +146,18 @@ def test_no_module_imported_for_refused_globals(tmp_path):
     with pytest.raises(ValueError, match="not allowed"):
         load_pickle(path)
     assert name not in sys.modules
+
+
+def test_refusal_names_the_culprit_not_a_scheduler_counter(tmp_path):
+    import collections
+    import pathlib
+
+    from icmformer.safe_pickle import loads
+
+    assert loads(pickle.dumps(collections.Counter({4: 1}))) == collections.Counter({4: 1})  # MultiStepLR milestones
+    m = torch.nn.Linear(2, 2)
+    opt = torch.optim.Adam(m.parameters())
+    state = {"scheduler": torch.optim.lr_scheduler.MultiStepLR(opt, [1]).state_dict(), "extra": pathlib.Path("/x")}
+    torch.save(state, tmp_path / "last.pt")
+    with pytest.raises(ValueError, match="global pathlib.PosixPath is not allowed"):
+        load_torch(tmp_path / "last.pt", "training state")
