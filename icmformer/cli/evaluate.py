@@ -57,6 +57,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grabcut-max-side", type=int, default=320, help="grabcut: working resolution, longer side (default: %(default)s)")
     parser.add_argument("--grabcut-iterations", type=int, default=2, help="grabcut: iterations per click (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--max-image-pixels", type=int, metavar="N",
+        help="refuse images above N pixels (width x height), checked from the header before decoding "
+        "(default: $ICMFORMER_MAX_IMAGE_PIXELS or 40000000; 0: no limit)",
+    )  # fmt: skip
 
 
 def protocol_from_args(args: argparse.Namespace) -> EvalProtocol:
@@ -135,6 +140,10 @@ def run(args: argparse.Namespace) -> int:
     from icmformer.data.datasets import get_dataset
     from icmformer.evaluation.runner import format_table, run_evaluation
 
+    if args.max_image_pixels is not None:
+        from icmformer.data.imageio import set_max_image_pixels
+
+        set_max_image_pixels(args.max_image_pixels)
     names = [n.strip() for n in args.datasets.split(",") if n.strip()]
     if not names:
         raise ValueError("--datasets is empty; give e.g. GrabCut,Berkeley,DAVIS")
