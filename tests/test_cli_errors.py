@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import errno
-import json
 import os
 import struct
 import sys
@@ -14,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from PIL import Image
 
 from icmformer.cli import main
@@ -23,7 +21,7 @@ from icmformer.models.registry import create_model, tiny_overrides
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_eval_loop import make_folder  # noqa: E402
-from test_trainer import make_folder_dataset, tiny_config_dict  # noqa: E402
+from test_train_cli import config_file  # noqa: E402,F401 (the tiny training config fixture)
 
 NAME = "icmformer_vit_tiny_224"
 
@@ -171,14 +169,6 @@ def test_debug_shows_the_traceback(capsys):
 
 
 # ------------------------------------------------------------------------------ training
-@pytest.fixture
-def config_file(tmp_path) -> Path:
-    data = make_folder_dataset(tmp_path / "data", n=4)
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(tiny_config_dict(data, tmp_path / "default_out")))
-    return path
-
-
 def test_train_resume_without_state_fails(config_file, tmp_path, capsys):
     rc = main(["train", "--config", str(config_file), "max_steps=1", "--output-dir", str(tmp_path / "o"), "--resume", "--quiet"])
     one_line_error(capsys, rc, "--resume: no training state", "last.pt")

@@ -195,37 +195,35 @@ def _binarise(m: np.ndarray) -> np.ndarray:
     return np.where(m >= 128, 255, 0).astype(np.uint8)
 
 
-def read_mask_color(path: str | Path, max_pixels: int | None = None, lossy: str = "error") -> np.ndarray:
-    """Read a mask file as OpenCV's ``imread(path)`` does (``H x W x 3`` BGR uint8; palette images
-    converted to their colours)."""
-    import cv2
-
+def _open_mask(path: str | Path, max_pixels: int | None, lossy: str) -> tuple[Path, bytes, str, bool]:
+    """``(path, bytes, what, binarise?)`` of a mask file after the pixel-limit and lossy checks."""
     path, data = _read_bytes(path, "mask")
     what = f"mask {path}"
     if not data:
         raise ValueError(f"cannot decode {what} (corrupt or not an image file)")
     _, _, fmt = probe_image(data, what, max_pixels)
-    threshold = _check_lossy(path, data, fmt, lossy)
-    m = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    return path, data, what, _check_lossy(path, data, fmt, lossy)
+
+
+def _cv2_mask(path: str | Path, max_pixels: int | None, lossy: str, unchanged: bool) -> np.ndarray:
+    import cv2
+
+    path, data, what, threshold = _open_mask(path, max_pixels, lossy)
+    m = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED if unchanged else cv2.IMREAD_COLOR)
     if m is None:
         raise ValueError(f"cannot decode {what} (corrupt or not an image file)")
     return _binarise(m) if threshold else m
+
+
+def read_mask_color(path: str | Path, max_pixels: int | None = None, lossy: str = "error") -> np.ndarray:
+    """Read a mask file as OpenCV's ``imread(path)`` does (``H x W x 3`` BGR uint8; palette images
+    converted to their colours)."""
+    return _cv2_mask(path, max_pixels, lossy, unchanged=False)
 
 
 def read_mask_raw(path: str | Path, max_pixels: int | None = None, lossy: str = "error") -> np.ndarray:
     """A mask's stored values as OpenCV's ``imread(path, IMREAD_UNCHANGED)`` gives them."""
-    import cv2
-
-    path, data = _read_bytes(path, "mask")
-    what = f"mask {path}"
-    if not data:
-        raise ValueError(f"cannot decode {what} (corrupt or not an image file)")
-    _, _, fmt = probe_image(data, what, max_pixels)
-    threshold = _check_lossy(path, data, fmt, lossy)
-    m = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-    if m is None:
-        raise ValueError(f"cannot decode {what} (corrupt or not an image file)")
-    return _binarise(m) if threshold else m
+    return _cv2_mask(path, max_pixels, lossy, unchanged=True)
 
 
 def read_mask_values(path: str | Path, max_pixels: int | None = None, lossy: str = "error") -> tuple[np.ndarray, str]:
@@ -235,12 +233,7 @@ def read_mask_values(path: str | Path, max_pixels: int | None = None, lossy: str
     """
     from PIL import Image, UnidentifiedImageError
 
-    path, data = _read_bytes(path, "mask")
-    what = f"mask {path}"
-    if not data:
-        raise ValueError(f"cannot decode {what} (corrupt or not an image file)")
-    _, _, fmt = probe_image(data, what, max_pixels)
-    threshold = _check_lossy(path, data, fmt, lossy)
+    path, data, what, threshold = _open_mask(path, max_pixels, lossy)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit was checked above
