@@ -50,8 +50,7 @@ datasets = table1["datasets"]
 out = Path(out_dir)
 
 # %%
-display(Image(F.fig_miou_vs_clicks(summaries, labels, datasets, out / "fig4_miou_vs_clicks.png",
-                                   paper_points=F.paper_noc_points(rows, datasets))))
+display(Image(F.fig4_from_params(params, eval_dir, out / "fig4_miou_vs_clicks.png")))
 
 # %%
 records = {}

@@ -287,6 +287,24 @@ def test_figures_from_summaries_and_records(tmp_path):
         F.fig_miou_vs_clicks({}, labels, ["GrabCut"], tmp_path / "x.png")
 
 
+def test_fig4_alone_from_params_and_summaries(tmp_path, capsys):
+    from icmformer.pipeline import figures as F
+
+    for slot, per_ds in fake_summaries().items():
+        for ds, summary in per_ds.items():
+            (tmp_path / "eval" / slot / ds).mkdir(parents=True)
+            (tmp_path / "eval" / slot / ds / "summary.json").write_text(json.dumps({"datasets": {ds: summary}}))
+    params = {"tables": {"table1": {"datasets": ["GrabCut", "Berkeley"], "extra_rows": [], "rows": [
+        {"slot": "vit", "label": "ours", "paper": {"method": "iCMFormer", "backbone": "ViT-B", "train": "SBD"}},
+        {"slot": "grabcut", "label": "GrabCut", "paper": None}]}}}  # fmt: skip
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    out = tmp_path / "fig4.png"
+    assert F.main(["fig4", "--params", str(tmp_path / "params.yaml"), "--eval-dir", str(tmp_path / "eval"), "--out", str(out)]) == 0
+    assert out.stat().st_size > 5000
+    assert F.main(["fig4", "--params", str(tmp_path / "nope.yaml")]) == 1
+    assert "params file not found" in capsys.readouterr().err
+
+
 def test_qualitative_and_attention_figures_with_a_tiny_model(tmp_path):
     from icmformer import create_model
     from icmformer.data.sample import Sample

@@ -107,6 +107,17 @@ def fig_miou_vs_clicks(summaries: Mapping, labels: Mapping[str, str], datasets: 
     return _save(fig, path)
 
 
+def fig4_from_params(params: Mapping, eval_dir: str | Path, path: str | Path) -> Path:
+    """Fig. 4 as the ``figures`` stage draws it: the Table 1 rows of ``params`` (plus
+    ``tables.table1.extra_rows``), their summaries under ``eval_dir`` and the paper's NoC marks."""
+    from icmformer.pipeline.tables import add_extra_rows, load_summaries
+
+    table1 = params["tables"]["table1"]
+    summaries, rows = add_extra_rows(load_summaries(eval_dir), table1["rows"], table1.get("extra_rows"))
+    labels = {r["slot"]: r["label"] for r in rows}
+    return fig_miou_vs_clicks(summaries, labels, table1["datasets"], path, paper_points=paper_noc_points(rows, table1["datasets"]))
+
+
 def read_records(path: str | Path) -> list[dict]:
     from icmformer.evaluation.runner import read_records as _read
 
@@ -234,3 +245,33 @@ def write_json(obj, path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=2, sort_keys=True))
     return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m icmformer.pipeline.figures fig4``: redraw Fig. 4 alone from the evaluation summaries
+    (what the ``figures`` stage draws first; the other figures need checkpoints and records)."""
+    import argparse
+    import sys
+
+    import yaml
+
+    ap = argparse.ArgumentParser(prog="python -m icmformer.pipeline.figures", description=main.__doc__.splitlines()[0])
+    ap.add_argument("figure", choices=["fig4"])
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--eval-dir", default="results/eval")
+    ap.add_argument("--out", default="results/figures/fig4_miou_vs_clicks.png")
+    args = ap.parse_args(argv)
+    if not Path(args.params).is_file():
+        print(f"error: params file not found: {args.params}", file=sys.stderr)
+        return 1
+    try:
+        path = fig4_from_params(yaml.safe_load(Path(args.params).read_text()), args.eval_dir, args.out)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
