@@ -161,3 +161,14 @@ def test_refusal_names_the_culprit_not_a_scheduler_counter(tmp_path):
     torch.save(state, tmp_path / "last.pt")
     with pytest.raises(ValueError, match="global pathlib.PosixPath is not allowed"):
         load_torch(tmp_path / "last.pt", "training state")
+
+
+def test_pretrained_backbone_file_gadget_is_refused(tmp_path):
+    from icmformer.models.pretrained import read_state_dict
+
+    marker = tmp_path / "marker"
+    path = tmp_path / "mae_pretrain_vit_base.pth"
+    torch.save({"model": {"w": torch.zeros(2)}, "args": _payloads(marker)["torch.fx.graph_module._exec_with_source"]}, path)
+    with pytest.raises(ValueError, match="refused pretrained weights: global torch.fx.graph_module._exec_with_source") as info:
+        read_state_dict(path)
+    assert "\n" not in str(info.value) and not marker.exists()

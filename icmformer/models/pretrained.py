@@ -32,14 +32,14 @@ SOURCES = {
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        from icmformer.models.checkpoint import read_state
 
-        state = load_file(str(path))
+        state = read_state(path)  # one-line ValueError for a corrupt file
     else:
-        try:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise ValueError(f"{path}: cannot read weights ({type(exc).__name__}: {exc})") from exc
+        from icmformer.safe_pickle import load_torch
+
+        # weights_only first, then the exact allowlist; one-line errors that never advise weights_only=False
+        state = load_torch(path, "pretrained weights")
     for key in ("model", "state_dict", "module"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
