@@ -90,17 +90,19 @@ def fig_miou_vs_clicks(summaries: Mapping, labels: Mapping[str, str], datasets: 
         ax.set_title(ds)
         ax.axhline(0.85, color="0.7", lw=0.8, ls="--")
         ax.axhline(0.90, color="0.5", lw=0.8, ls="--")
-        for m in models:
-            cell = (paper_points or {}).get(m, {}).get(ds, {})
+        marked = [m for m in models if (paper_points or {}).get(m)]
+        for k, m in enumerate(marked):
+            cell = paper_points[m].get(ds, {})
+            dy = 0.018 * (k - (len(marked) - 1) / 2)  # models with close paper values stay apart
             for key, y in (("noc85", 0.85), ("noc90", 0.90)):
                 if key in cell:
-                    ax.scatter([cell[key]], [y], marker="*", s=90, color=palette[m], edgecolors="black", linewidths=0.6, zorder=5)
+                    ax.scatter([cell[key]], [y + dy], marker="*", s=80, color=palette[m], edgecolors="black", linewidths=0.6, zorder=5)
         ax.set_xticks([1, 5, 10, 15, 20])
         ax.set_ylim(0, 1)
     handles = [plt.Line2D([], [], color=palette[m], marker="o", markersize=3, label=m) for m in models]
     if any((paper_points or {}).get(m) for m in models):
         handles.append(plt.Line2D([], [], color="0.4", marker="*", markersize=9, markeredgecolor="black", ls="",
-                                  label="paper: NoC@85 / NoC@90 of the model's paper row (Table 1)"))  # fmt: skip
+                                  label="paper: NoC@85 / NoC@90 of the model's paper row (Table 1; offset up/down per model)"))  # fmt: skip
     fig.legend(handles=handles, loc="lower center", ncol=min(len(models), 3), frameon=False, bbox_to_anchor=(0.5, -0.16))
     fig.subplots_adjust(top=0.85)
     fig.suptitle("mIoU vs number of clicks (dashed: 85% and 90%)")
