@@ -37,15 +37,7 @@ from pathlib import Path
 import pandas as pd
 
 from icmformer.pipeline.data import prepare_data
-
-
-def as_list(text):
-    return [t.strip() for t in str(text).split(",") if t.strip()]
-
-
-def as_bool(value):
-    return str(value).strip().lower() in {"1", "true", "yes", "on"}
-
+from icmformer.pipeline.params import as_bool, as_list
 
 generated = []
 if as_bool(generate_weights):

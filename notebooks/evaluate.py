@@ -17,7 +17,8 @@
 # # Evaluate: one model (or baseline) on one dataset with the standard click protocol
 #
 # First click at the object's interior point farthest from the boundary, each next click in the
-# largest error region; NoC@85/90, NoF, mIoU@k and seconds per click. The logic is `icmformer evaluate`.
+# largest error region; NoC@85/90, NoF, mIoU@k and seconds per click. The logic is
+# `icmformer.evaluation.methods.evaluate` (as `icmformer evaluate`).
 
 # %% tags=["parameters"]
 method = "model"  # model | grabcut
@@ -34,41 +35,24 @@ davis_target_size = 0  # 0: 1.5x the model input size (the official 672 for 448)
 limit = 0  # images per dataset, 0: all
 
 # %%
-from pathlib import Path
-
-import json
-
 import matplotlib.pyplot as plt
 
-from icmformer.cli import main as icmformer
+from icmformer.evaluation.methods import evaluate
+from icmformer.evaluation.protocol import DEFAULT_PROTOCOL
+from icmformer.pipeline.params import as_bool
 
-
-def as_bool(value):
-    return str(value).strip().lower() in {"1", "true", "yes", "on"}
-
-
-args = ["evaluate", "--method", method, "--datasets", dataset, "--data-root", data_root, "--out", out_dir,
-        "--max-clicks", str(max_clicks), "--device", device, "--quiet"]
-if method == "model":
-    args += ["--checkpoint", checkpoint]
-if not as_bool(zoom_in):
-    args.append("--no-zoom-in")
-if not as_bool(flip):
-    args.append("--no-flip")
-if as_bool(stop_at_target):
-    args.append("--stop-at-target")
-if int(davis_target_size) > 0:
-    args += ["--davis-target-size", str(int(davis_target_size))]
-if int(limit):
-    args += ["--limit", str(int(limit))]
-status = icmformer(args)
-if status != 0:
-    raise RuntimeError(f"icmformer {' '.join(args)} failed with status {status}")
+# the standard protocol (icmformer.evaluation.protocol), with this run's parameters
+protocol = DEFAULT_PROTOCOL.with_(
+    max_clicks=int(max_clicks), zoom_in=as_bool(zoom_in), flip=as_bool(flip), stop_at_target=as_bool(stop_at_target),
+    davis_target_size=int(davis_target_size) or None,
+)
+model_options = dict(checkpoint=checkpoint, device=device) if method == "model" else {}
+summary = evaluate(dataset, data_root, out_dir, method, protocol, limit=int(limit) or None, progress=False, **model_options)
 
 # %%
 import pandas as pd
 
-summaries = json.loads((Path(out_dir) / "summary.json").read_text())["datasets"]
+summaries = summary["datasets"]
 keys = ("instances", "NoC@85", "NoC@90", "NoF@85", "NoF@90", "SPC", "SPC_method")
 pd.DataFrame({name: {k: s[k] for k in keys} for name, s in summaries.items()}).T
 

@@ -16,9 +16,9 @@
 # %% [markdown]
 # # Train: one model of the profile
 #
-# Runs `icmformer train` with the config file and this model's settings (the ablation switches
-# are parameters, so `papermill notebooks/train.ipynb out.ipynb -p cross_variant X,Y,YX` trains
-# a variant directly). `max_steps = -1` trains nothing and saves the seeded initial weights (the
+# Trains with the library's `Trainer` (what `icmformer train` runs), from the config file and
+# this model's settings (the ablation switches are parameters, so
+# `papermill notebooks/train.ipynb out.ipynb -p cross_variant X,Y,YX` trains a variant directly). `max_steps = -1` trains nothing and saves the seeded initial weights (the
 # "untrained" reference row).
 
 # %% tags=["parameters"]
@@ -42,12 +42,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
-from icmformer.cli import main as icmformer
-
-
-def as_bool(value):
-    return str(value).strip().lower() in {"1", "true", "yes", "on"}
-
+from icmformer.pipeline.params import as_bool
+from icmformer.training.config import load_config
 
 out = Path(out_dir)
 overrides = [
@@ -67,7 +63,7 @@ overrides
 if int(max_steps) < 0:
     # No training: the seeded initial weights of the same model, for the "untrained" row.
     from icmformer import create_model, save_checkpoint
-    from icmformer.training.config import load_config, save_config
+    from icmformer.training.config import save_config
 
     cfg = load_config(config, overrides)
     torch.manual_seed(cfg.seed)
@@ -77,9 +73,11 @@ if int(max_steps) < 0:
     save_checkpoint(net, out / "model.safetensors", metadata={"steps": 0, "note": "untrained (initial weights)"})
     (out / "train_summary.json").write_text(json.dumps({"steps": 0, "note": "untrained: initial weights"}, indent=2) + "\n")
 else:
-    status = icmformer(["train", "--config", config, "--output-dir", str(out), "--quiet", *overrides])
-    if status != 0:
-        raise RuntimeError(f"icmformer train failed with status {status}")
+    from icmformer.training.trainer import Trainer  # what `icmformer train` runs
+
+    cfg = load_config(config, overrides)
+    cfg.output_dir = str(out)
+    Trainer(cfg, progress=False, quiet=True).fit()
 json.loads((out / "train_summary.json").read_text())
 
 # %%

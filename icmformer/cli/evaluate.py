@@ -10,6 +10,8 @@ Examples::
 Writes ``records.jsonl`` (one line per instance, resumable), ``run.json`` and ``summary.json`` to
 ``--out`` and prints a table. ``--method grabcut`` needs neither torch nor a model.
 
+The logic is :func:`icmformer.evaluation.methods.evaluate` (which the evaluate notebook calls too).
+
 ``--batch-size K`` (model only) evaluates K instances together, one forward pass per click step
 (:mod:`icmformer.evaluation.batched`); the results equal the sequential ones (K = 1, the
 default). For batched runs the table's ``SPC`` is the official one, wall time / clicks, i.e. the
@@ -72,81 +74,15 @@ def protocol_from_args(args: argparse.Namespace) -> EvalProtocol:
     )
 
 
-def _grabcut(args):
-    import cv2
-
-    from icmformer.evaluation.baselines import GrabCutPredictFn
-    from icmformer.utils import describe_device
-
-    opts = dict(max_side=args.grabcut_max_side, iterations=args.grabcut_iterations)
-
-    def factory(sample):
-        return GrabCutPredictFn(sample.image, **opts)
-
-    config = {"method": "grabcut", "grabcut": opts, "opencv": cv2.__version__}
-    return factory, config, describe_device("cpu", f"OpenCV {cv2.__version__} grabCut")
-
-
-UNTRAINED_SEED = 0  # --model NAME without weights: torch.manual_seed of the untrained weights (as predict)
-
-
-def _model(args, names: list[str], protocol: EvalProtocol):
-    import torch
-
-    from icmformer.evaluation.batched import ModelMethod
-    from icmformer.utils import describe_device
-    from icmformer.models.factory import load_model
-
-    if bool(args.checkpoint) == bool(args.model):
-        raise ValueError("--method model needs exactly one of --checkpoint FILE or --model NAME")
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    from icmformer.evaluation.records import weights_fingerprint
-
-    with torch.random.fork_rng(devices=[]):  # untrained weights are seeded: a resumed run is the same model
-        torch.manual_seed(UNTRAINED_SEED)
-        model = load_model(args.checkpoint, args.model, pretrained=args.pretrained, device=device)
-    if args.checkpoint:
-        what = {"checkpoint": str(Path(args.checkpoint).resolve())}
-    elif args.pretrained:
-        what = {"model": args.model, "pretrained": str(model.checkpoint_path)}
-    else:
-        what = {"model": args.model, "untrained": True, "seed": UNTRAINED_SEED}
-    # a resumed run must use the same weights (icmformer.evaluation.records checks it)
-    what["weights_sha256"] = weights_fingerprint(model)
-    if getattr(args, "fast", False):
-        if device.type != "cpu":
-            raise ValueError("--fast (int8 dynamic quantisation) runs on the CPU; use --device cpu")
-        from icmformer.models.fast import quantize_int8
-
-        model = quantize_int8(model)
-        what["fast"] = "int8-dynamic"
-    base = int(model.default_input_size)
-    # ModelMethod(sample) is make_predict_fn(model, sample.image, ...) (the sequential path);
-    # the runner uses its evaluate_items.
-    factories = {n: ModelMethod(model, device=device, **protocol.predictor_options(n, base)) for n in names}
-    config = {
-        "method": "model",
-        **what,
-        "model_name": getattr(model, "name", None),
-        "zoom_in": protocol.zoom_in,
-        "flip": protocol.flip,
-        "target_size": protocol.input_size(None, base),
-        "davis_target_size": protocol.input_size("DAVIS", base),
-    }
-    return factories, config, describe_device(device)
-
-
 def run(args: argparse.Namespace) -> int:
-    from icmformer.data.datasets import get_dataset
-    from icmformer.evaluation.runner import format_table, run_evaluation
+    from icmformer.cli.errors import check_writable_dir
+    from icmformer.evaluation.methods import evaluate
+    from icmformer.evaluation.runner import format_table
 
     if args.max_image_pixels is not None:
         from icmformer.data.imageio import set_max_image_pixels
 
         set_max_image_pixels(args.max_image_pixels)
-    names = [n.strip() for n in args.datasets.split(",") if n.strip()]
-    if not names:
-        raise ValueError("--datasets is empty; give e.g. GrabCut,Berkeley,DAVIS")
     if args.max_clicks < 1:
         raise ValueError(f"--max-clicks must be >= 1, got {args.max_clicks}")
     if args.pretrained and not args.model:
@@ -155,23 +91,15 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.batch_size > 1 and args.method != "model":
-        raise ValueError(f"--batch-size {args.batch_size} needs --method model (the {args.method} baseline runs one instance at a time)")
-    protocol = protocol_from_args(args)
-    readers = [get_dataset(n, args.data_root) for n in names]  # fail early on missing data
     out = Path(args.out or f"results/runs/evaluate_{args.method}")
-    from icmformer.cli.errors import check_writable_dir
-
-    check_writable_dir(out, "--out")  # ... and on an output folder that cannot be written
-    names = [r.name for r in readers]
-    if args.method == "grabcut":
-        factory, config, device = _grabcut(args)
-    else:
-        factory, config, device = _model(args, names, protocol)
-    summary = run_evaluation(
-        readers, args.data_root, factory, out, resume=not args.no_resume, progress=not args.quiet, limit=args.limit,
-        config=config, device=device, batch_size=args.batch_size, protocol=protocol,
-    )
+    check_writable_dir(out, "--out")  # before any model is loaded
+    summary = evaluate(
+        args.datasets, args.data_root, out, args.method, protocol_from_args(args), batch_size=args.batch_size,
+        limit=args.limit, resume=not args.no_resume, progress=not args.quiet,
+        grabcut=dict(max_side=args.grabcut_max_side, iterations=args.grabcut_iterations),
+        **(dict(checkpoint=args.checkpoint, model=args.model, pretrained=args.pretrained, device=args.device, fast=args.fast)
+           if args.method == "model" else {}),
+    )  # fmt: skip
     print(format_table(summary))
     print(f"device: {summary['device']}; run time {summary['run_time_s']:.1f} s; records and summary in {out}")
     warn = sum(d.get("warnings", 0) for d in summary["datasets"].values())

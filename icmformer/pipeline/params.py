@@ -1,4 +1,5 @@
-"""params.yaml is composed from ``conf/`` (Hydra), as ``dvc exp run -S ...`` does.
+"""params.yaml is composed from ``conf/`` (Hydra), as ``dvc exp run -S ...`` does; notebook
+parameters are read with :func:`as_bool` / :func:`as_list`.
 
 ``python -m icmformer.pipeline.params [profile=paper] [key=value ...]`` rewrites params.yaml;
 the committed params.yaml is the composition with the default profile (a test keeps them equal).
@@ -9,6 +10,32 @@ import sys
 from pathlib import Path
 
 import yaml
+
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
+def as_bool(value, default: bool | None = None) -> bool | None:
+    """A notebook parameter as a bool: ``True``/``False`` or the words papermill and dvc pass
+    (true/false, yes/no, on/off, 1/0, any case); ``None`` or ``""`` give ``default``. Anything
+    else raises ``ValueError`` naming the value (no silent ``False``)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return default
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"expected a boolean (true/false, yes/no, on/off, 1/0), got {value!r}")
+
+
+def as_list(value) -> list[str]:
+    """A comma-separated notebook parameter as a list of stripped, non-empty strings."""
+    if isinstance(value, (list, tuple)):
+        return [str(v).strip() for v in value if str(v).strip()]
+    return [t.strip() for t in str(value or "").split(",") if t.strip()]
+
 
 HEADER = (
     "# GENERATED from conf/ (Hydra): edit conf/config.yaml and conf/profile/*.yaml, then run\n"
