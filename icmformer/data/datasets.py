@@ -323,7 +323,87 @@ def _ids_of(idmap: np.ndarray, exclude: tuple[int, ...] = (0,)) -> list[int]:
     return [int(v) for v in np.unique(idmap) if int(v) not in exclude]
 
 
-class SBDDataset(BaseDataset):
+class _SplitListDataset(BaseDataset):
+    """A benchmark of an image folder, a folder of instance-id maps and a split list of image ids
+    (SBD, PASCAL VOC): one instance per id of an image's map other than ``excluded_ids``, with
+    instance ids ``"<image id>#<id>"``. Subclasses set the folders and read a map (``_id_map``)."""
+
+    image_dir, image_ext, mask_dir, mask_ext = "", "", "", ""
+    mask_what, map_what = "mask", "mask"  # in messages: the missing file / the mis-sized map
+    excluded_ids: tuple[int, ...] = (0,)
+
+    def split_list(self, split: str) -> Path:
+        raise NotImplementedError
+
+    def __init__(self, data_root: str | Path | None = None, split: str = "val", path: str | Path | None = None) -> None:
+        super().__init__()
+        if path is None:
+            if data_root is None:
+                raise ValueError(f"{self.name}: give data_root or path")
+            path = self.locate(data_root)
+        self.root = Path(path)
+        self.split = split
+        _require_dir(self.root / self.image_dir, self.name, self.layout)
+        _require_dir(self.root / self.mask_dir, self.name, self.layout)
+        split_file = self.root / self.split_list(split)
+        if not split_file.is_file():
+            raise FileNotFoundError(f"{self.name}: split list {split_file} not found; expected one image id per line")
+        self.names = [ln.strip() for ln in split_file.read_text().splitlines() if ln.strip()]
+        if not self.names:
+            raise ValueError(f"{self.name}: split list {split_file} is empty")
+        for n in self.names:
+            if not self._image_path(n).is_file():
+                raise FileNotFoundError(f"{self.name}: image {self._image_path(n)} (listed in {split_file}) not found")
+            if not self._mask_file(n).is_file():
+                raise FileNotFoundError(f"{self.name}: image {n} (listed in {split_file}) has no {self.mask_what} {self._mask_file(n)}")
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def image_name(self, index: int) -> str:
+        return self.names[index]
+
+    def _image_path(self, name: str) -> Path:
+        return self.root / self.image_dir / f"{name}{self.image_ext}"
+
+    def _mask_file(self, name: str) -> Path:
+        return self.root / self.mask_dir / f"{name}{self.mask_ext}"
+
+    def _mask_path(self, index: int) -> Path:
+        return self._mask_file(self.names[index])
+
+    def _id_map(self, index: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def _instance_mask(self, values: np.ndarray, i: int) -> np.ndarray:
+        return (values == i).astype(np.int32)
+
+    def _instance_ids(self, index: int) -> list[str]:
+        ids = _ids_of(self._id_map(index), self.excluded_ids)
+        if not ids:
+            self._empty(self._mask_path(index), self.names[index])
+        return [f"{self.names[index]}#{i}" for i in ids]
+
+    def load(self, index: int) -> Sample:
+        name = self.names[index]
+        img_path, mask_path = self._image_path(name), self._mask_path(index)
+        image = read_image(img_path)
+        values = self._id_map(index)
+        if values.shape != image.shape[:2]:
+            raise ValueError(
+                f"{self.name}: {self.map_what} {mask_path} is {values.shape[1]}x{values.shape[0]} (WxH) but its image "
+                f"{img_path} is {image.shape[1]}x{image.shape[0]}"
+            )
+        ids = _ids_of(values, self.excluded_ids)
+        if not ids and index not in self._ids_cache:
+            self._empty(mask_path, name)
+        return Sample(
+            image=image, masks=[self._instance_mask(values, i) for i in ids], name=name, image_path=img_path,
+            mask_paths=[mask_path] * len(ids), instance_ids=[f"{name}#{i}" for i in ids],
+        )
+
+
+class SBDDataset(_SplitListDataset):
     """SBD (Hariharan et al.) evaluation split: ``dataset/img/<id>.jpg``,
     ``dataset/inst/<id>.mat`` (MATLAB struct ``GTinst.Segmentation``, an instance-id map) and the
     split list ``dataset/<split>.txt``. One instance per non-zero id, as RITM's
@@ -332,70 +412,18 @@ class SBDDataset(BaseDataset):
     name = "SBD"
     subdirs = ("SBD/dataset", "SBD")
     layout = "img/*.jpg, inst/*.mat and val.txt"
+    image_dir, image_ext, mask_dir, mask_ext = "img", ".jpg", "inst", ".mat"
+    mask_what, map_what = "instance mask", "instance map"
 
-    def __init__(self, data_root: str | Path | None = None, split: str = "val", path: str | Path | None = None) -> None:
-        super().__init__()
-        if path is None:
-            if data_root is None:
-                raise ValueError("SBD: give data_root or path")
-            path = self.locate(data_root)
-        self.root = Path(path)
-        self.split = split
-        _require_dir(self.root / "img", self.name, self.layout)
-        _require_dir(self.root / "inst", self.name, self.layout)
-        split_file = self.root / f"{split}.txt"
-        if not split_file.is_file():
-            raise FileNotFoundError(f"SBD: split list {split_file} not found; expected one image id per line")
-        names = [ln.strip() for ln in split_file.read_text().splitlines() if ln.strip()]
-        if not names:
-            raise ValueError(f"SBD: split list {split_file} is empty")
-        self.names = names
-        for n in names:
-            if not (self.root / "img" / f"{n}.jpg").is_file():
-                raise FileNotFoundError(f"SBD: image {self.root / 'img' / (n + '.jpg')} (listed in {split_file}) not found")
-            if not (self.root / "inst" / f"{n}.mat").is_file():
-                raise FileNotFoundError(
-                    f"SBD: image {n} (listed in {split_file}) has no instance mask {self.root / 'inst' / (n + '.mat')}"
-                )
+    def split_list(self, split: str) -> Path:
+        return Path(f"{split}.txt")
 
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def image_name(self, index: int) -> str:
-        return self.names[index]
-
-    def _inst_path(self, index: int) -> Path:
-        return self.root / "inst" / f"{self.names[index]}.mat"
-
-    def _instance_ids(self, index: int) -> list[str]:
-        ids = _ids_of(read_sbd_instances(self._inst_path(index)))
-        if not ids:
-            self._empty(self._inst_path(index), self.names[index])
-        return [f"{self.names[index]}#{i}" for i in ids]
-
-    def load(self, index: int) -> Sample:
-        name = self.names[index]
-        img_path = self.root / "img" / f"{name}.jpg"
-        inst_path = self._inst_path(index)
-        image = read_image(img_path)
-        idmap = read_sbd_instances(inst_path)
-        if idmap.shape != image.shape[:2]:
-            raise ValueError(
-                f"SBD: instance map {inst_path} is {idmap.shape[1]}x{idmap.shape[0]} (WxH) but its image "
-                f"{img_path} is {image.shape[1]}x{image.shape[0]}"
-            )
-        ids = _ids_of(idmap)
-        if not ids and index not in self._ids_cache:
-            self._empty(inst_path, name)
-        masks = [(idmap == i).astype(np.int32) for i in ids]
-        return Sample(
-            image=image, masks=masks, name=name, image_path=img_path, mask_paths=[inst_path] * len(ids),
-            instance_ids=[f"{name}#{i}" for i in ids],
-        )
+    def _id_map(self, index: int) -> np.ndarray:
+        return read_sbd_instances(self._mask_path(index))
 
 
 # ------------------------------------------------------------------------------- PASCAL VOC
-class PascalVOCDataset(BaseDataset):
+class PascalVOCDataset(_SplitListDataset):
     """PASCAL VOC 2012 segmentation split: ``JPEGImages/<id>.jpg``, ``SegmentationObject/<id>.png``
     (palette indices: 0 background, 1..N instances, 255 the void boundary) and
     ``ImageSets/Segmentation/<split>.txt``. One instance per palette id other than 0 and 255; the
@@ -405,41 +433,13 @@ class PascalVOCDataset(BaseDataset):
     name = "PascalVOC"
     subdirs = ("PascalVOC", "VOC2012", "VOCdevkit/VOC2012")
     layout = "JPEGImages/, SegmentationObject/ and ImageSets/Segmentation/val.txt"
+    image_dir, image_ext, mask_dir, mask_ext = "JPEGImages", ".jpg", "SegmentationObject", ".png"
+    excluded_ids = (0, 255)
 
-    def __init__(self, data_root: str | Path | None = None, split: str = "val", path: str | Path | None = None) -> None:
-        super().__init__()
-        if path is None:
-            if data_root is None:
-                raise ValueError("PascalVOC: give data_root or path")
-            path = self.locate(data_root)
-        self.root = Path(path)
-        _require_dir(self.root / "JPEGImages", self.name, self.layout)
-        _require_dir(self.root / "SegmentationObject", self.name, self.layout)
-        split_file = self.root / "ImageSets" / "Segmentation" / f"{split}.txt"
-        if not split_file.is_file():
-            raise FileNotFoundError(f"PascalVOC: split list {split_file} not found; expected one image id per line")
-        self.names = [ln.strip() for ln in split_file.read_text().splitlines() if ln.strip()]
-        if not self.names:
-            raise ValueError(f"PascalVOC: split list {split_file} is empty")
-        for n in self.names:
-            if not (self.root / "JPEGImages" / f"{n}.jpg").is_file():
-                raise FileNotFoundError(f"PascalVOC: image {self.root / 'JPEGImages' / (n + '.jpg')} (listed in {split_file}) not found")
-            if not (self.root / "SegmentationObject" / f"{n}.png").is_file():
-                raise FileNotFoundError(
-                    f"PascalVOC: image {n} (listed in {split_file}) has no mask "
-                    f"{self.root / 'SegmentationObject' / (n + '.png')}"
-                )
+    def split_list(self, split: str) -> Path:
+        return Path("ImageSets") / "Segmentation" / f"{split}.txt"
 
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def image_name(self, index: int) -> str:
-        return self.names[index]
-
-    def _mask_path(self, index: int) -> Path:
-        return self.root / "SegmentationObject" / f"{self.names[index]}.png"
-
-    def _read(self, index: int) -> np.ndarray:
+    def _id_map(self, index: int) -> np.ndarray:
         values, mode = read_mask_values(self._mask_path(index))
         if mode not in ("P", "L"):
             raise ValueError(
@@ -447,34 +447,10 @@ class PascalVOCDataset(BaseDataset):
             )
         return values
 
-    def _instance_ids(self, index: int) -> list[str]:
-        ids = _ids_of(self._read(index), (0, 255))
-        if not ids:
-            self._empty(self._mask_path(index), self.names[index])
-        return [f"{self.names[index]}#{i}" for i in ids]
-
-    def load(self, index: int) -> Sample:
-        name = self.names[index]
-        img_path = self.root / "JPEGImages" / f"{name}.jpg"
-        image = read_image(img_path)
-        values = self._read(index)
-        if values.shape != image.shape[:2]:
-            raise ValueError(
-                f"PascalVOC: mask {self._mask_path(index)} is {values.shape[1]}x{values.shape[0]} (WxH) but "
-                f"its image {img_path} is {image.shape[1]}x{image.shape[0]}"
-            )
-        ids = _ids_of(values, (0, 255))
-        if not ids and index not in self._ids_cache:
-            self._empty(self._mask_path(index), name)
-        masks = []
-        for i in ids:
-            m = (values == i).astype(np.int32)
-            m[values == 255] = -1
-            masks.append(m)
-        return Sample(
-            image=image, masks=masks, name=name, image_path=img_path,
-            mask_paths=[self._mask_path(index)] * len(ids), instance_ids=[f"{name}#{i}" for i in ids],
-        )
+    def _instance_mask(self, values: np.ndarray, i: int) -> np.ndarray:
+        m = (values == i).astype(np.int32)
+        m[values == 255] = -1
+        return m
 
 
 # ------------------------------------------------------------------------------- generic folder
