@@ -119,6 +119,29 @@ class BaseDataset:
             f"{' or '.join(str(data_root / s) for s in cls.subdirs)} with {cls.layout}"
         )
 
+    def resolve_root(self, data_root: str | Path | None, path: str | Path | None) -> Path:
+        """``path`` as given, else this dataset's folder under ``data_root`` (:meth:`locate`)."""
+        if path is None:
+            if data_root is None:
+                raise ValueError(f"{self.name}: give data_root or path")
+            path = self.locate(data_root)
+        return Path(path)
+
+    def _files_by_stem(self, folder: Path, extensions: tuple[str, ...], what: str) -> dict[str, Path]:
+        """``stem -> path`` of the ``what`` files (by extension) in ``folder``: hidden files are
+        skipped, other files warned about; two files with one stem raise ``ValueError``."""
+        found: dict[str, Path] = {}
+        for p in sorted(folder.iterdir()):
+            if p.name.startswith("."):
+                continue
+            if not _is_image_file(p, extensions):
+                self.warn(f"ignored {p}: not {'an' if what[0] in 'aeiou' else 'a'} {what} file")
+                continue
+            if p.stem in found:
+                raise ValueError(f"{self.name}: two {what}s with the stem {p.stem!r}: {found[p.stem]} and {p}")
+            found[p.stem] = p
+        return found
+
     def warn(self, message: str) -> None:
         if message in self.warnings:
             return
@@ -186,34 +209,12 @@ class PairedFolderDataset(BaseDataset):
 
     def __init__(self, data_root: str | Path | None = None, path: str | Path | None = None) -> None:
         super().__init__()
-        if path is None:
-            if data_root is None:
-                raise ValueError(f"{self.name}: give data_root or path")
-            path = self.locate(data_root)
-        self.root = Path(path)
+        self.root = self.resolve_root(data_root, path)
         expected = f"{self.image_dir}/ and {self.mask_dir}/ ({self.layout})"
         img_dir = _require_dir(self.root / self.image_dir, self.name, expected)
         mask_dir = _require_dir(self.root / self.mask_dir, self.name, expected)
-        images: dict[str, Path] = {}
-        for p in sorted(img_dir.iterdir()):
-            if p.name.startswith("."):
-                continue
-            if not _is_image_file(p, IMAGE_EXTENSIONS):
-                self.warn(f"ignored {p}: not an image file")
-                continue
-            if p.stem in images:
-                raise ValueError(f"{self.name}: two images with the stem {p.stem!r}: {images[p.stem]} and {p}")
-            images[p.stem] = p
-        masks: dict[str, Path] = {}
-        for p in sorted(mask_dir.iterdir()):
-            if p.name.startswith("."):
-                continue
-            if not _is_image_file(p, MASK_EXTENSIONS + IMAGE_EXTENSIONS):
-                self.warn(f"ignored {p}: not a mask file")
-                continue
-            if p.stem in masks:
-                raise ValueError(f"{self.name}: two masks with the stem {p.stem!r}: {masks[p.stem]} and {p}")
-            masks[p.stem] = p
+        images = self._files_by_stem(img_dir, IMAGE_EXTENSIONS, "image")
+        masks = self._files_by_stem(mask_dir, MASK_EXTENSIONS + IMAGE_EXTENSIONS, "mask")
         if not images:
             raise FileNotFoundError(f"{self.name}: no images in {img_dir}")
         missing = [images[s] for s in images if s not in masks]
@@ -337,11 +338,7 @@ class _SplitListDataset(BaseDataset):
 
     def __init__(self, data_root: str | Path | None = None, split: str = "val", path: str | Path | None = None) -> None:
         super().__init__()
-        if path is None:
-            if data_root is None:
-                raise ValueError(f"{self.name}: give data_root or path")
-            path = self.locate(data_root)
-        self.root = Path(path)
+        self.root = self.resolve_root(data_root, path)
         self.split = split
         _require_dir(self.root / self.image_dir, self.name, self.layout)
         _require_dir(self.root / self.mask_dir, self.name, self.layout)
@@ -500,16 +497,7 @@ class FolderDataset(BaseDataset):
         self.root = root
         img_dir = _require_dir(root / "img", self.name, self.layout)
         gt_dir = _require_dir(root / "gt", self.name, self.layout)
-        images: dict[str, Path] = {}
-        for p in sorted(img_dir.iterdir()):
-            if p.name.startswith("."):
-                continue
-            if not _is_image_file(p, IMAGE_EXTENSIONS):
-                self.warn(f"ignored {p}: not an image file")
-                continue
-            if p.stem in images:
-                raise ValueError(f"{self.name}: two images with the stem {p.stem!r}: {images[p.stem]} and {p}")
-            images[p.stem] = p
+        images = self._files_by_stem(img_dir, IMAGE_EXTENSIONS, "image")
         if not images:
             raise FileNotFoundError(f"{self.name}: no images in {img_dir}")
         whole: dict[str, Path] = {}
