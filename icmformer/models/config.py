@@ -36,6 +36,10 @@ class ICMFormerConfig:
     ``X,XY``, ``X,YX``), ``num_cross_blocks`` (``None`` = ViT ``depth // 6 + 1``; Swin needs a value),
     ``cross_num_heads`` (``None`` = ViT ``num_heads``, Swin 8), ``cross_act`` (``gelu`` as the
     official code, ``relu`` as the paper's text).
+
+    Demo-model fields (not in the paper): ``stem`` (``patch``: the paper's linear patch
+    embedding; ``conv``: a convolutional stem whose 1/4-resolution features also join the neck's
+    1/4 map, ViT with patch 16 only) and ``stem_channels`` (its width).
     """
 
     backbone: str = "vit"
@@ -62,6 +66,8 @@ class ICMFormerConfig:
     head_dropout: float = 0.1
     drop_path_rate: float = 0.0
     click_radius: float = 5.0
+    stem: str = "patch"
+    stem_channels: int = 64
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     # ----------------------------------------------------------------------------- derived
@@ -117,6 +123,13 @@ class ICMFormerConfig:
             raise bad("cross_act", "choose 'gelu' or 'relu'")
         if self.embed_dim <= 0 or self.img_size <= 0 or self.patch_size <= 0:
             raise ValueError("invalid model config: embed_dim, img_size and patch_size must be positive")
+        if self.stem not in ("patch", "conv"):
+            raise bad("stem", "choose 'patch' (the paper's patch embedding) or 'conv'")
+        if self.stem == "conv":
+            if self.backbone != "vit" or self.patch_size != 16:
+                raise bad("stem", "the conv stem needs a ViT backbone with patch_size 16")
+            if self.stem_channels < 2 or self.stem_channels % 2:
+                raise bad("stem_channels", "must be an even number >= 2")
         if self.backbone == "vit":
             if self.embed_dim % self.num_heads:
                 raise bad("num_heads", f"embed_dim {self.embed_dim} is not divisible by it")

@@ -40,13 +40,16 @@ class ImageState:
 
     ``features`` are the image features after the shared first group (ViT: ``B x N x C`` tokens;
     Swin: ``B x h x w x C`` at the cross-block resolution); ``embedding`` is the Swin patch
-    embedding needed by the early-fusion stream (``None`` for ViT); ``grid`` the ViT token grid.
+    embedding needed by the early-fusion stream (``None`` for ViT); ``grid`` the ViT token grid;
+    ``skip`` the 1/4-resolution image features of a convolutional stem (``stem="conv"``, ``B x C x
+    H/4 x W/4``; ``None`` for the patch-embedding models of the paper).
     """
 
     features: torch.Tensor
     image_size: tuple[int, int]
     embedding: torch.Tensor | None = None
     grid: tuple[int, int] | None = None
+    skip: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -69,10 +72,13 @@ class ImageState:
                 raise ValueError(f"ImageState.cat: state {i} has grid {s.grid}, state 0 {first.grid}")
             if (s.embedding is None) != (first.embedding is None):
                 raise ValueError(f"ImageState.cat: state {i} and state 0 disagree on having an embedding")
+            if (s.skip is None) != (first.skip is None):
+                raise ValueError(f"ImageState.cat: state {i} and state 0 disagree on having stem features (skip)")
         if len(states) == 1:
-            return cls(first.features, tuple(first.image_size), first.embedding, first.grid)
+            return cls(first.features, tuple(first.image_size), first.embedding, first.grid, first.skip)
         emb = None if first.embedding is None else torch.cat([s.embedding for s in states], dim=0)
-        return cls(torch.cat([s.features for s in states], dim=0), tuple(first.image_size), emb, first.grid)
+        skip = None if first.skip is None else torch.cat([s.skip for s in states], dim=0)
+        return cls(torch.cat([s.features for s in states], dim=0), tuple(first.image_size), emb, first.grid, skip)
 
     def select(self, indices) -> "ImageState":
         """The batch items ``indices`` (an int, a slice, or a sequence/tensor of ints) as a state;
@@ -87,7 +93,8 @@ class ImageState:
             if indices.ndim != 1:
                 raise ValueError(f"ImageState.select: indices must be 1-D, got shape {tuple(indices.shape)}")
         emb = None if self.embedding is None else self.embedding[indices]
-        return ImageState(self.features[indices], tuple(self.image_size), emb, self.grid)
+        skip = None if self.skip is None else self.skip[indices]
+        return ImageState(self.features[indices], tuple(self.image_size), emb, self.grid, skip)
 
 
 class ICMFormer(nn.Module):
@@ -100,6 +107,10 @@ class ICMFormer(nn.Module):
 
             self.backbone = ViTBackbone(config)
             self.neck = SimpleFPN(config.embed_dim, config.neck_dims)
+            if config.stem == "conv":
+                # the stem's 1/4-resolution image features join the neck's 1/4 map (a skip
+                # connection for sharp boundaries; demo models only, not in the paper)
+                self.skip_proj = nn.Conv2d(config.stem_channels, config.neck_dims[0], 1)
         else:
             from icmformer.models.swin import SwinBackbone
 
@@ -187,8 +198,8 @@ class ICMFormer(nn.Module):
         size = (image.shape[-2], image.shape[-1])
         x = (image - self.pixel_mean) / self.pixel_std
         if self.config.backbone == "vit":
-            feats, grid = self.backbone.encode_image(x)
-            return ImageState(features=feats, image_size=size, grid=grid)
+            feats, grid, skip = self.backbone.encode_image(x)
+            return ImageState(features=feats, image_size=size, grid=grid, skip=skip)
         emb, feats = self.backbone.encode_image(x)
         return ImageState(features=feats, image_size=size, embedding=emb)
 
@@ -225,6 +236,8 @@ class ICMFormer(nn.Module):
         if self.config.backbone == "vit":
             feat, extras = self.backbone.forward_clicks(state.features, state.grid, maps, return_attention)
             feats = self.neck(feat)
+            if state.skip is not None:
+                feats[0] = feats[0] + self.skip_proj(state.skip)
             if return_attention:
                 extras["grid"] = state.grid
         else:

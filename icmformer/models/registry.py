@@ -9,6 +9,7 @@ icmformer_vit_huge_448         official ViT-H config (patch 14, 16 shared + 6 cr
 icmformer_swin_base_384        the paper's Swin-B@384: 4 cross blocks (paper text, Table 3), window 12
 icmformer_swin_small_224       Swin-S@224: 8 cross blocks (official), window 7 (official SBD config)
 icmformer_vit_tiny_224         a small plain model for CPU demos and tests (not in the paper)
+icmformer_vit_demo_224         the shipped CPU demo model: tiny ViT + conv stem (not in the paper)
 icmformer_swin_tiny_224        a small hierarchical model for CPU demos and tests (not in the paper)
 =============================  =====================================================================
 """
@@ -37,6 +38,12 @@ MODEL_CONFIGS: dict[str, ICMFormerConfig] = {
     "icmformer_vit_tiny_224": ICMFormerConfig(
         img_size=224, embed_dim=192, depth=4, num_heads=3, window_size=None, num_cross_blocks=1,
         neck_dims=(32, 64, 128, 256), head_channels=64,
+    ),
+    # the shipped CPU demo model (not in the paper): a tiny ViT with a convolutional stem whose
+    # 1/4-resolution features join the neck (sharper boundaries), trained from scratch on CPU
+    "icmformer_vit_demo_224": ICMFormerConfig(
+        img_size=224, embed_dim=192, depth=6, num_heads=3, window_size=None, num_cross_blocks=1,
+        neck_dims=(32, 64, 128, 256), head_channels=64, stem="conv", stem_channels=64,
     ),
     "icmformer_swin_tiny_224": ICMFormerConfig(
         **{**_SWIN, "cross_num_heads": 2, "depths": (2, 2, 2, 2)}, img_size=224, embed_dim=32,

@@ -75,6 +75,28 @@ def resize_pos_embed(pos: torch.Tensor, old_grid: tuple[int, int], new_grid: tup
     return grid.permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], c)
 
 
+class ConvStem(nn.Module):
+    """A convolutional stem in place of the patch embedding (demo models only; Xiao et al., "Early
+    convolutions help transformers see better", NeurIPS 2021): two 3x3 stride-2 convolutions
+    (GroupNorm, GELU) to 1/4 resolution, then a ``patch/4`` strided convolution to the tokens.
+
+    ``forward`` returns the tokens ``B x N x C`` and the 1/4-resolution features ``B x c x H/4 x
+    W/4``, which the model adds to the neck's 1/4 map. ``proj`` is the token projection (the name
+    the patch embedding's projection has, for initialisation).
+    """
+
+    def __init__(self, channels: int, embed_dim: int, patch_size: int) -> None:
+        super().__init__()
+        half = channels // 2
+        self.conv1 = nn.Sequential(nn.Conv2d(3, half, 3, stride=2, padding=1, bias=False), nn.GroupNorm(1, half), nn.GELU())
+        self.conv2 = nn.Sequential(nn.Conv2d(half, channels, 3, stride=2, padding=1, bias=False), nn.GroupNorm(1, channels), nn.GELU())
+        self.proj = nn.Conv2d(channels, embed_dim, patch_size // 4, stride=patch_size // 4)
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        skip = self.conv2(self.conv1(image))
+        return self.proj(skip).flatten(2).transpose(1, 2), skip
+
+
 class ViTBackbone(nn.Module):
     def __init__(self, cfg: ICMFormerConfig) -> None:
         super().__init__()
@@ -83,7 +105,7 @@ class ViTBackbone(nn.Module):
         self.patch_size = cfg.patch_size
         self.grid = (cfg.img_size // cfg.patch_size,) * 2
         embed = partial(PatchEmbed, img_size=cfg.img_size, patch_size=cfg.patch_size, embed_dim=dim, strict_img_size=False)
-        self.patch_embed = embed(in_chans=3)
+        self.patch_embed = ConvStem(cfg.stem_channels, dim, cfg.patch_size) if cfg.stem == "conv" else embed(in_chans=3)
         # Separate embedding of the click maps (prev mask, positive, negative); official name
         # ``patch_embed_coords``, outside the official backbone.
         self.click_embed = embed(in_chans=3)
@@ -138,11 +160,17 @@ class ViTBackbone(nn.Module):
         return windows_to_tokens(x, grid, self.window) if windowed else x
 
     # ------------------------------------------------------------------------------ forward
-    def encode_image(self, image: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        """Normalised image ``B x 3 x H x W`` -> image tokens after the shared group, and the grid."""
+    def encode_image(self, image: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int], torch.Tensor | None]:
+        """Normalised image ``B x 3 x H x W`` -> image tokens after the shared group, the grid, and
+        the conv stem's 1/4-resolution features (``None`` with the patch embedding)."""
         grid = self.token_grid(tuple(image.shape[-2:]))
-        x = self.patch_embed(image) + self.pos_embed_for(grid)
-        return self._run_blocks(0, self.shared_depth, x, grid), grid
+        skip = None
+        if isinstance(self.patch_embed, ConvStem):
+            x, skip = self.patch_embed(image)
+        else:
+            x = self.patch_embed(image)
+        x = x + self.pos_embed_for(grid)
+        return self._run_blocks(0, self.shared_depth, x, grid), grid, skip
 
     def forward_clicks(
         self, x: torch.Tensor, grid: tuple[int, int], click_maps: torch.Tensor, return_attention: bool = False

@@ -31,7 +31,8 @@ from omegaconf.errors import OmegaConfBaseException
 from icmformer.data.augment import AugmentConfig
 from icmformer.training.iterative import NEXT_CLICK_MODES
 
-DATASET_KINDS = ("sbd", "cocolvis", "folder")
+DATASET_KINDS = ("sbd", "cocolvis", "folder", "mixed")
+SCHEDULES = ("multistep", "cosine")
 OPTIMIZERS = ("adam", "adamw")
 
 
@@ -47,13 +48,26 @@ class ModelSection:
 
 
 @dataclass
+class SourceSection:
+    """One source of a ``kind: mixed`` dataset: ``kind`` (``sbd`` | ``cocolvis`` | ``folder``),
+    ``data_root``, ``split`` and ``weight`` (share of the items drawn from it)."""
+
+    kind: str = "sbd"
+    data_root: str = ""
+    split: str = "train"
+    weight: float = 1.0
+
+
+@dataclass
 class DataSection:
     """Training data.
 
     ``kind``: ``sbd`` | ``cocolvis`` | ``folder`` (evaluation-style ``img/`` + ``gt/``);
     ``data_root``: the dataset folder (relative paths are taken from the working directory);
     ``epoch_len``: items per epoch (``<= 0``: one per image); ``augment``: see
-    :class:`icmformer.data.augment.AugmentConfig`; the rest are RITM's dataset settings.
+    :class:`icmformer.data.augment.AugmentConfig`; ``sources``: the datasets of ``kind: mixed``
+    (each with its own kind, root, split and weight; ``data_root``/``split`` are then unused); the
+    rest are RITM's dataset settings.
     """
 
     kind: str = "cocolvis"
@@ -67,6 +81,7 @@ class DataSection:
     buggy_mask_thresh: float = 0.08
     samples_scores_path: str | None = None
     samples_scores_gamma: float = 1.25
+    sources: list[SourceSection] = field(default_factory=list)
 
 
 @dataclass
@@ -91,6 +106,35 @@ class ClicksSection:
 
 
 @dataclass
+class ZoomSection:
+    """Zoom-in aware training (:mod:`icmformer.training.zoom`; not in the official recipe).
+
+    ``enabled``: the training crop (``data.augment.crop_size``) is a canvas; the network sees views
+    of it resized to ``input_size`` (``0`` = the model's input size): the whole canvas, or for a
+    fraction ``prob`` of the samples the evaluation's zoom-in ROI (``min_crop_size`` in canvas px).
+    """
+
+    enabled: bool = False
+    prob: float = 0.5
+    min_crop_size: float = 180.0
+    input_size: int = 0
+
+
+@dataclass
+class ValSection:
+    """Validation during training: NoC / mIoU per click on a held-out split with the evaluation
+    protocol (zoom-in, no flip), every ``every_steps`` optimiser steps (``0`` = off) and at the end,
+    on at most ``max_instances`` instances; results go to ``<output_dir>/val.jsonl``."""
+
+    every_steps: int = 0
+    kind: str = "sbd"
+    data_root: str = ""
+    split: str = "val"
+    max_instances: int = 60
+    max_clicks: int = 20
+
+
+@dataclass
 class LossSection:
     """Normalized focal loss parameters (official alpha 0.5, gamma 2)."""
 
@@ -100,22 +144,30 @@ class LossSection:
 
 @dataclass
 class OptimSection:
-    """Optimiser (official: Adam, lr 5e-5, betas (0.9, 0.999), eps 1e-8, no weight decay)."""
+    """Optimiser (official: Adam, lr 5e-5, betas (0.9, 0.999), eps 1e-8, no weight decay);
+    ``clip_grad_norm > 0`` clips the global gradient norm (not in the official recipe)."""
 
     name: str = "adam"
     lr: float = 5e-5
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
     weight_decay: float = 0.0
+    clip_grad_norm: float = 0.0
 
 
 @dataclass
 class ScheduleSection:
-    """``MultiStepLR`` stepped per epoch (official COCO+LVIS: 85 epochs, milestones [80, 85])."""
+    """``kind: multistep``: ``MultiStepLR`` stepped per epoch (official COCO+LVIS: 85 epochs,
+    milestones [80, 85]). ``kind: cosine``: per optimiser step, linear warm-up over
+    ``warmup_steps`` then a cosine from ``lr`` to ``lr * min_lr_ratio`` at the end of the last
+    epoch (``max_steps`` only stops a run early; it does not change the schedule)."""
 
     epochs: int = 85
     milestones: list[int] = field(default_factory=lambda: [80, 85])
     gamma: float = 0.1
+    kind: str = "multistep"
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.01
 
 
 @dataclass
@@ -135,6 +187,8 @@ class TrainConfig:
     loss: LossSection = field(default_factory=LossSection)
     optim: OptimSection = field(default_factory=OptimSection)
     schedule: ScheduleSection = field(default_factory=ScheduleSection)
+    zoom: ZoomSection = field(default_factory=ZoomSection)
+    val: ValSection = field(default_factory=ValSection)
     batch_size: int = 24
     grad_accum_steps: int = 1
     bf16: bool = False
@@ -160,6 +214,12 @@ class TrainConfig:
             d.augment.validate()
         except ValueError as e:
             raise ValueError(f"config key data.augment: {e}") from None
+        if d.kind == "mixed":
+            need(len(d.sources) > 0, "data.sources", "kind: mixed needs at least one source")
+            for i, src in enumerate(d.sources):
+                need(src.kind in DATASET_KINDS[:3], f"data.sources[{i}].kind", f"must be one of {DATASET_KINDS[:3]}, got {src.kind!r}")
+                need(bool(src.data_root), f"data.sources[{i}].data_root", "must name the dataset folder")
+                need(src.weight > 0, f"data.sources[{i}].weight", "must be > 0")
         need(d.min_object_area >= 0, "data.min_object_area", "must be >= 0")
         need(d.keep_background_prob <= 1.0, "data.keep_background_prob", "must be <= 1 (< 0 keeps every crop)")
         need(0.0 <= d.stuff_prob <= 1.0, "data.stuff_prob", "must be in [0, 1]")
@@ -178,6 +238,16 @@ class TrainConfig:
         need(o.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {o.weight_decay}")
         need(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas", "must be two values in [0, 1)")
         need(s.epochs >= 1, "schedule.epochs", "must be >= 1")
+        need(s.kind in SCHEDULES, "schedule.kind", f"must be one of {SCHEDULES}, got {s.kind!r}")
+        need(s.warmup_steps >= 0, "schedule.warmup_steps", "must be >= 0")
+        need(0.0 <= s.min_lr_ratio <= 1.0, "schedule.min_lr_ratio", "must be in [0, 1]")
+        need(o.clip_grad_norm >= 0, "optim.clip_grad_norm", "must be >= 0 (0 = off)")
+        need(0.0 <= self.zoom.prob <= 1.0, "zoom.prob", "must be in [0, 1]")
+        need(self.zoom.min_crop_size > 0, "zoom.min_crop_size", "must be > 0")
+        need(self.zoom.input_size >= 0, "zoom.input_size", "must be >= 0 (0 = the model's input size)")
+        need(self.val.every_steps >= 0, "val.every_steps", "must be >= 0 (0 = off)")
+        need(self.val.every_steps == 0 or bool(self.val.data_root), "val.data_root", "must name the validation set")
+        need(self.val.max_instances >= 1 and self.val.max_clicks >= 1, "val.max_instances", "max_instances and max_clicks must be >= 1")
         need(list(s.milestones) == sorted(s.milestones), "schedule.milestones", "must be sorted")
         need(0 < s.gamma <= 1, "schedule.gamma", "must be in (0, 1]")
         need(self.batch_size >= 1, "batch_size", "must be >= 1")

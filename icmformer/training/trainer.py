@@ -61,6 +61,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -72,12 +73,15 @@ from torch import nn
 from icmformer.training.config import TrainConfig, config_to_yaml, save_config
 from icmformer.training.iterative import add_next_clicks, sample_num_iters
 from icmformer.training.loss import normalized_focal_loss
+from icmformer.training.validate import validate_model
+from icmformer.training.zoom import zoom_iterative_forward
 
 STATE_FORMAT = "icmformer-train-state"
 STATE_VERSION = 1
 STATE_FILE = Path("checkpoints") / "last.pt"
 MODEL_FILE = "model.safetensors"
 SUMMARY_FILE = "train_summary.json"
+VAL_FILE = "val.jsonl"
 CONFIG_FILE = "config.yaml"
 DVCLIVE_DIR = "dvclive"
 
@@ -318,6 +322,15 @@ def iterative_forward(
     return IterativeOutput(logits, clicks, prev, num_iters)
 
 
+def cosine_factor(step: int, total: int, warmup: int = 0, min_ratio: float = 0.01) -> float:
+    """LR factor at optimiser step ``step`` (0-based): linear warm-up to 1 over ``warmup`` steps,
+    then a cosine from 1 to ``min_ratio`` at ``total``."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    t = min(max(step - warmup, 0) / max(total - warmup, 1), 1.0)
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
 def build_optimizer(params, optim_cfg) -> torch.optim.Optimizer:
     """Adam (official: lr 5e-5, betas (0.9, 0.999), eps 1e-8, no weight decay) or AdamW."""
     kwargs = dict(lr=float(optim_cfg.lr), betas=tuple(float(b) for b in optim_cfg.betas), eps=float(optim_cfg.eps),
@@ -331,6 +344,13 @@ def build_optimizer(params, optim_cfg) -> torch.optim.Optimizer:
 
 def check_data_root(data_cfg) -> None:
     """Fail early, naming the key, when the training data folder is not there."""
+    if data_cfg.kind == "mixed":
+        for i, src in enumerate(data_cfg.sources):
+            try:
+                check_data_root(src)
+            except (ValueError, FileNotFoundError) as e:
+                raise type(e)(str(e).replace("config key data.", f"config key data.sources[{i}].", 1)) from None
+        return
     root = str(data_cfg.data_root or "").strip()
     layout = DATA_LAYOUTS.get(data_cfg.kind, "")
     if not root:
@@ -492,9 +512,18 @@ class Trainer:
         # 4. optimisation
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(params, cfg.optim)
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
-            self.optimizer, milestones=list(cfg.schedule.milestones), gamma=float(cfg.schedule.gamma)
-        )
+        self.step_scheduler = cfg.schedule.kind == "cosine"
+        if self.step_scheduler:
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+                self.optimizer, partial(cosine_factor, total=self.steps_per_epoch * cfg.schedule.epochs, warmup=int(cfg.schedule.warmup_steps),
+                                        min_ratio=float(cfg.schedule.min_lr_ratio)),
+            )  # fmt: skip
+        else:
+            self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
+                self.optimizer, milestones=list(cfg.schedule.milestones), gamma=float(cfg.schedule.gamma)
+            )
+        if cfg.zoom.enabled and self.info.distributed:
+            raise ValueError("config key zoom.enabled: zoom-in training runs in one process only (no DDP)")
         self.state = TrainState()
         self.state_path = self.output_dir / STATE_FILE
         if self.info.is_main:  # temporary files of a save killed mid-way (SIGKILL) are removed at start
@@ -631,17 +660,28 @@ class Trainer:
         """
         c = self.cfg.clicks
         image, gt, clicks = self._to_device(batch)
+        if self.cfg.zoom.enabled:
+            z = self.cfg.zoom
+            logits, gt_view, num_iters = zoom_iterative_forward(
+                self.model, image, gt, clicks, rng, input_size=int(z.input_size or self.model.default_input_size),
+                zoom_prob=float(z.prob), min_crop_size=float(z.min_crop_size), max_num_next_clicks=c.max_num_next_clicks,
+                thresh=c.pred_thresh, mode=c.next_click_mode, center_prob=c.next_click_center_prob, autocast=self._autocast,
+            )  # fmt: skip
+            return self._backward(logits, gt_view, num_iters, loss_scale)
         out = iterative_forward(
             self.net, image, gt, clicks, rng, max_num_next_clicks=c.max_num_next_clicks, thresh=c.pred_thresh,
             mode=c.next_click_mode, center_prob=c.next_click_center_prob, eval_model=self.model, autocast=self._autocast,
         )  # fmt: skip
-        loss = normalized_focal_loss(out.logits.float(), gt, alpha=self.cfg.loss.alpha, gamma=self.cfg.loss.gamma)
+        return self._backward(out.logits, gt, out.num_iters, loss_scale)
+
+    def _backward(self, logits: torch.Tensor, gt: torch.Tensor, num_iters: int, loss_scale: float) -> dict[str, float]:
+        loss = normalized_focal_loss(logits.float(), gt, alpha=self.cfg.loss.alpha, gamma=self.cfg.loss.gamma)
         if not torch.isfinite(loss):
             raise RuntimeError(f"non-finite loss ({loss.item()}) at step {self.state.step}, epoch {self.state.epoch}; "
                                "lower optim.lr or disable bf16")  # fmt: skip
         (loss * loss_scale).backward()
-        iou = batch_iou(out.logits, gt, c.pred_thresh).mean()
-        return {"loss": float(loss.detach()), "iou": float(iou), "num_iters": out.num_iters}
+        iou = batch_iou(logits, gt, self.cfg.clicks.pred_thresh).mean()
+        return {"loss": float(loss.detach()), "iou": float(iou), "num_iters": num_iters}
 
     def _reduce(self, values: list[float]) -> list[float]:
         if not self.info.distributed:
@@ -705,13 +745,20 @@ class Trainer:
                     st.images_seen += cfg.batch_size * info.world_size
                     if not last_in_group:
                         continue
+                    if cfg.optim.clip_grad_norm > 0:
+                        torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(cfg.optim.clip_grad_norm))
                     self.optimizer.step()
                     self.optimizer.zero_grad(set_to_none=True)
+                    if self.step_scheduler:
+                        self.scheduler.step()
                     st.step += 1
                     loss, iou = self._reduce([float(np.mean([r["loss"] for r in group])), float(np.mean([r["iou"] for r in group]))])
                     group = []
                     elapsed = time.perf_counter() - t0
                     self._after_step(loss, iou, images_now / max(elapsed, 1e-9), live, bar)
+                    if cfg.val.every_steps and st.step % cfg.val.every_steps == 0 and info.is_main:
+                        st.train_time_s = time_base + time.perf_counter() - t0
+                        self.validate()
                     if self.save_every_steps and st.step % self.save_every_steps == 0:
                         st.train_time_s = time_base + time.perf_counter() - t0
                         self.save_state()
@@ -719,7 +766,8 @@ class Trainer:
                         stop = True
                         break
                 if st.batch_in_epoch >= nb:
-                    self.scheduler.step()
+                    if not self.step_scheduler:
+                        self.scheduler.step()
                     st.epoch += 1
                     st.batch_in_epoch = 0
                     if st.epoch % cfg.checkpoint_interval == 0 and not self.is_finished():
@@ -731,6 +779,8 @@ class Trainer:
         wall = time.perf_counter() - t0
         st.train_time_s = time_base + wall
         self.save_state()
+        if cfg.val.every_steps and st.step % cfg.val.every_steps and info.is_main:
+            self.validate()
         summary = self._summary(wall, images_now, images_now / max(wall, 1e-9))
         if info.is_main:
             from icmformer.models.checkpoint import save_checkpoint
@@ -747,6 +797,24 @@ class Trainer:
                 f"{summary['images_per_s']:.1f} images/s, {wall:.1f} s; outputs in {out}"
             )
         return summary
+
+    def validate(self) -> dict[str, Any]:
+        """Validation on ``cfg.val`` (see :class:`~icmformer.training.config.ValSection`); appends a
+        row to ``<output_dir>/val.jsonl`` (``train_time_s`` there includes the earlier validations, whose
+        ``seconds`` each row records); returns the row."""
+        v, st = self.cfg.val, self.state
+        row = validate_model(self.model, v.kind, v.data_root, split=v.split, max_instances=v.max_instances,
+                             max_clicks=v.max_clicks)  # fmt: skip
+        row = {"step": st.step, "images_seen": st.images_seen, "train_time_s": round(st.train_time_s, 1),
+               "threads": torch.get_num_threads(), **row}  # fmt: skip
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.output_dir / VAL_FILE, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        curve = ", ".join(f"{v:.3f}" for v in row["miou"][:5])
+        self._print(f"validation at step {st.step}: NoC@85 {row['noc85']:.2f}, NoC@90 {row['noc90']:.2f}, NoF@90 "
+                    f"{row['nof90']}, mIoU at clicks 1-5 {curve} ({row['seconds']:.0f} s)")  # fmt: skip
+        self.model.train()
+        return row
 
     def _after_step(self, loss: float, iou: float, ips: float, live, bar) -> None:
         st, cfg = self.state, self.cfg
