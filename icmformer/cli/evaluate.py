@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from icmformer.cli.common import add_image_limit_argument, apply_image_limit
 from icmformer.evaluation.protocol import DEFAULT_PROTOCOL, EvalProtocol
 
 
@@ -59,11 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grabcut-max-side", type=int, default=320, help="grabcut: working resolution, longer side (default: %(default)s)")
     parser.add_argument("--grabcut-iterations", type=int, default=2, help="grabcut: iterations per click (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.add_argument(
-        "--max-image-pixels", type=int, metavar="N",
-        help="refuse images above N pixels (width x height), checked from the header before decoding "
-        "(default: $ICMFORMER_MAX_IMAGE_PIXELS or 40000000; 0: no limit)",
-    )  # fmt: skip
+    add_image_limit_argument(parser)
 
 
 def protocol_from_args(args: argparse.Namespace) -> EvalProtocol:
@@ -79,10 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from icmformer.evaluation.methods import evaluate
     from icmformer.evaluation.runner import format_table
 
-    if args.max_image_pixels is not None:
-        from icmformer.data.imageio import set_max_image_pixels
-
-        set_max_image_pixels(args.max_image_pixels)
+    apply_image_limit(args)
     if args.max_clicks < 1:
         raise ValueError(f"--max-clicks must be >= 1, got {args.max_clicks}")
     if args.pretrained and not args.model:

@@ -22,6 +22,8 @@ import time
 import warnings
 from pathlib import Path
 
+from icmformer.cli.common import add_image_limit_argument, apply_image_limit
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", help="model checkpoint (.safetensors of ours, or an official isegm .pth)")
@@ -38,11 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target-size", type=int, help="network input side (default: the model's input size)")
     parser.add_argument("--device", help="torch device (default: cpu)")
     parser.add_argument("--force", action="store_true", help="overwrite existing output files")
-    parser.add_argument(
-        "--max-image-pixels", type=int, metavar="N",
-        help="refuse images above N pixels (width x height), read from the header before decoding "
-        "(default: $ICMFORMER_MAX_IMAGE_PIXELS or 40000000; 0: no limit)",
-    )  # fmt: skip
+    add_image_limit_argument(parser)
 
 
 def _clicks(args) -> list:
@@ -93,10 +91,7 @@ def run(args: argparse.Namespace) -> int:
         if prob_out.resolve() == out.resolve():
             raise ValueError("--prob-out must differ from --out")
         _check_output(prob_out, args.force, "--prob-out")
-    if args.max_image_pixels is not None:
-        from icmformer.data.imageio import set_max_image_pixels
-
-        set_max_image_pixels(args.max_image_pixels)
+    apply_image_limit(args)
     image = read_image(args.image)
     check_clicks_inside(clicks, image.shape[:2], "click")
     if args.checkpoint and not Path(args.checkpoint).is_file():

@@ -119,6 +119,14 @@ class BaseDataset:
             f"{' or '.join(str(data_root / s) for s in cls.subdirs)} with {cls.layout}"
         )
 
+    def _check_size(self, what: str, mask_path, mask_shape: tuple, image_path, image_shape: tuple) -> None:
+        """``ValueError`` naming both files unless the mask is as large as its image."""
+        if tuple(mask_shape) != tuple(image_shape):
+            raise ValueError(
+                f"{self.name}: {what} {mask_path} is {mask_shape[1]}x{mask_shape[0]} (WxH) but its image "
+                f"{image_path} is {image_shape[1]}x{image_shape[0]}"
+            )
+
     def resolve_root(self, data_root: str | Path | None, path: str | Path | None) -> Path:
         """``path`` as given, else this dataset's folder under ``data_root`` (:meth:`locate`)."""
         if path is None:
@@ -245,11 +253,7 @@ class PairedFolderDataset(BaseDataset):
         img_path, mask_path = self.image_paths[index], self.mask_paths[index]
         image = read_image(img_path)
         mask = self.read_mask(index)
-        if mask.shape != image.shape[:2]:
-            raise ValueError(
-                f"{self.name}: mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image "
-                f"{img_path} is {image.shape[1]}x{image.shape[0]}"
-            )
+        self._check_size("mask", mask_path, mask.shape, img_path, image.shape[:2])
         name = self.image_name(index)
         masks, paths, ids = [mask], [mask_path], [name]
         if not (mask == 1).any():
@@ -386,11 +390,7 @@ class _SplitListDataset(BaseDataset):
         img_path, mask_path = self._image_path(name), self._mask_path(index)
         image = read_image(img_path)
         values = self._id_map(index)
-        if values.shape != image.shape[:2]:
-            raise ValueError(
-                f"{self.name}: {self.map_what} {mask_path} is {values.shape[1]}x{values.shape[0]} (WxH) but its image "
-                f"{img_path} is {image.shape[1]}x{image.shape[0]}"
-            )
+        self._check_size(self.map_what, mask_path, values.shape, img_path, image.shape[:2])
         ids = _ids_of(values, self.excluded_ids)
         if not ids and index not in self._ids_cache:
             self._empty(mask_path, name)
@@ -580,11 +580,8 @@ class FolderDataset(BaseDataset):
             else:
                 ms, suffixes = [binary_from_color(read_mask_color(path))], [kind]
             for m, suf in zip(ms, suffixes):
-                if shape is not None and m.shape != shape:
-                    raise ValueError(
-                        f"{self.name}: mask {path} is {m.shape[1]}x{m.shape[0]} (WxH) but its image "
-                        f"{self.image_paths[index]} is {shape[1]}x{shape[0]}"
-                    )
+                if shape is not None:
+                    self._check_size("mask", path, m.shape, self.image_paths[index], shape)
                 if not (m == 1).any():
                     self._empty(path, stem + suf)
                 masks.append(m)
