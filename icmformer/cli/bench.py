@@ -14,7 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--modes", default="naive,optimised,fast", help="comma-separated: naive, optimised, fast (CPU int8)")
     p.add_argument("--clicks", type=int, default=20, help="clicks per instance (the protocol uses 20)")
     p.add_argument("--repeats", type=int, default=3, help="measured rounds after one warm-up round")
-    p.add_argument("--data-root", default=os.environ.get("ICMFORMER_SHARED_DATA"), help="where GrabCut lives (else a synthetic image)")
+    p.add_argument("--data-root", default=os.environ.get("ICMFORMER_SHARED_DATA"), help="the folder holding GrabCut/ (an error if it does not); '' times a synthetic image")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--compile", action="store_true", help="CUDA: torch.compile the backbone in the optimised mode")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -27,7 +27,7 @@ def _check_inputs(args: argparse.Namespace) -> None:
 
     from icmformer.cli.errors import check_output_file
 
-    if args.data_root is not None and not (Path(args.data_root) / "GrabCut").is_dir():
+    if args.data_root and not (Path(args.data_root) / "GrabCut").is_dir():
         raise FileNotFoundError(
             f"data root {args.data_root} (--data-root or $ICMFORMER_SHARED_DATA): no GrabCut folder there "
             f"(expected {Path(args.data_root) / 'GrabCut'}); give the folder holding GrabCut/, or none to time a synthetic image"
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     if args.pretrained and args.checkpoint:
         raise ValueError("give either --pretrained (the weights shipped for --model) or --checkpoint FILE, not both")
     res = run_benchmark(args.model, checkpoint=args.checkpoint, pretrained=args.pretrained, device=args.device, modes=modes, clicks=args.clicks,
-                        repeats=args.repeats, data_root=args.data_root, compile=args.compile,
+                        repeats=args.repeats, data_root=args.data_root or None, compile=args.compile,
                         progress=not (args.quiet or args.json))  # fmt: skip
     if args.out:
         from pathlib import Path
