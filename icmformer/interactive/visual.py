@@ -30,6 +30,16 @@ def _check_rgb(image: np.ndarray) -> np.ndarray:
     return image
 
 
+def mask_edge(mask: np.ndarray) -> np.ndarray:
+    """The pixels of a bool mask that have a 4-neighbour outside it (the one-pixel outline)."""
+    inner = mask.copy()
+    inner[1:, :] &= mask[:-1, :]
+    inner[:-1, :] &= mask[1:, :]
+    inner[:, 1:] &= mask[:, :-1]
+    inner[:, :-1] &= mask[:, 1:]
+    return mask & ~inner
+
+
 def overlay_masks(
     image: np.ndarray,
     masks: Sequence[np.ndarray | None],
@@ -52,12 +62,7 @@ def overlay_masks(
         a = float(alphas[k])
         out[m] = (1 - a) * out[m] + a * color
         if outline and m.any():
-            inner = m.copy()
-            inner[1:, :] &= m[:-1, :]
-            inner[:-1, :] &= m[1:, :]
-            inner[:, 1:] &= m[:, :-1]
-            inner[:, :-1] &= m[:, 1:]
-            out[m & ~inner] = color
+            out[mask_edge(m)] = color
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 

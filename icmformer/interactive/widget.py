@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from icmformer.interactive.session import AnnotationSession
-from icmformer.interactive.visual import NEGATIVE_COLOR, POSITIVE_COLOR, object_color
+from icmformer.interactive.visual import NEGATIVE_COLOR, POSITIVE_COLOR, mask_edge, object_color
 
 STATUS_CLASS = "icmformer-status"
 MESSAGE_CLASS = "icmformer-message"
@@ -142,12 +142,7 @@ class AnnotationUI:
             rgba[m, :3] = color
             rgba[m, 3] = min(1.0, self.alpha + (0.1 if current else -0.1))
             if current and m.any():
-                inner = m.copy()
-                inner[1:, :] &= m[:-1, :]
-                inner[:-1, :] &= m[1:, :]
-                inner[:, 1:] &= m[:, :-1]
-                inner[:, :-1] &= m[:, 1:]
-                rgba[m & ~inner, 3] = 1.0
+                rgba[mask_edge(m), 3] = 1.0
         return rgba
 
     def redraw(self) -> None:
