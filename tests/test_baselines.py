@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from icmformer.evaluation.baselines import GrabCutPredictFn, make_grabcut_predict_fn
+from icmformer.evaluation.baselines import GrabCutPredictFn
 from icmformer.evaluation.clicker import Click
 from icmformer.evaluation.loop import evaluate_sample
 
@@ -31,7 +31,7 @@ def test_segments_an_easy_object_with_few_clicks():
 
 def test_output_is_a_float32_map_in_unit_range_and_honours_clicks():
     image, gt = easy_image()
-    fn = make_grabcut_predict_fn(image)
+    fn = GrabCutPredictFn(image)
     clicks = [Click(True, (110, 200), 0), Click(False, (10, 10), 1), Click(False, (110, 200 + 85), 2)]
     probs = fn(clicks)
     assert probs.shape == gt.shape and probs.dtype == np.float32

@@ -181,8 +181,3 @@ class GrabCutPredictFn:
         labels = self._step(clicks)
         self._seen = clicks
         return self._probs(labels, clicks)
-
-
-def make_grabcut_predict_fn(image: np.ndarray, **options) -> GrabCutPredictFn:
-    """A GrabCut ``predict_fn`` for one image (options: see :class:`GrabCutPredictFn`)."""
-    return GrabCutPredictFn(image, **options)
