@@ -29,7 +29,7 @@ target_size=(T, T)))`` of OFFICIAL.md section 1e, step by step:
    of the full image; that map is returned and fed back at the next click.
 
 Target size: ``model.default_input_size`` unless given (the official evaluation uses 448, and 672
-for DAVIS; the CLI's ``--davis-target-size`` defaults to 1.5x the input size).
+for DAVIS; :meth:`icmformer.evaluation.protocol.EvalProtocol.input_size` gives DAVIS 1.5x the input size).
 
 Deliberate differences from the official predictor:
 
