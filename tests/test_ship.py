@@ -1,0 +1,66 @@
+"""Shipping a trained run as package weights (icmformer.pipeline.ship)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from icmformer.models.checkpoint import read_metadata, save_checkpoint
+from icmformer.models.factory import create_model, list_models
+from icmformer.pipeline.ship import cpu_hours, main, read_val_log, ship
+
+SMALL = dict(embed_dim=32, depth=2, num_heads=2, img_size=64, neck_dims=(8, 16, 32, 64), head_channels=16, stem_channels=8)
+
+
+def _rows():
+    return [
+        {"step": 10, "images_seen": 80, "train_time_s": 1800.0, "threads": 2, "noc85": 19.0, "noc90": 19.5,
+         "nof90": 3, "miou": [0.2, 0.3, 0.4], "seconds": 600.0},
+        {"step": 20, "images_seen": 160, "train_time_s": 4200.0, "threads": 2, "noc85": 15.0, "noc90": 17.0,
+         "nof90": 2, "miou": [0.3, 0.45, 0.5], "seconds": 300.0},
+    ]  # fmt: skip
+
+
+def _run(tmp_path):
+    run = tmp_path / "run"
+    model = create_model("icmformer_vit_demo_224", **SMALL)
+    save_checkpoint(model, run / "model.safetensors")
+    (run / "val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _rows()))
+    (run / "train_summary.json").write_text(json.dumps({"steps": 20}))
+    return run, model
+
+
+def test_cpu_hours_leave_out_the_validation_time():
+    # 1800 s then 4200 s of wall time, of which the first validation took 600 s; 2 threads
+    assert cpu_hours(_rows()) == pytest.approx([1.0, (4200 - 600) * 2 / 3600])
+
+
+def test_ship_writes_fp16_weights_that_load_as_pretrained(tmp_path, monkeypatch):
+    run, model = _run(tmp_path)
+    out = ship(run, weights_dir=tmp_path / "weights", results_dir=tmp_path / "res")
+    w = tmp_path / "weights" / "icmformer_vit_demo_224.safetensors"
+    assert out["weights"] == str(w) and out["val_rows"] == 2
+    meta = read_metadata(w)
+    assert meta["dtype"] == "float16" and json.loads(meta["train_steps"]) == 20
+    assert (tmp_path / "res" / "val_curve.png").stat().st_size > 1000
+    assert read_val_log(tmp_path / "res" / "val.jsonl") == _rows()
+    monkeypatch.setenv("ICMFORMER_WEIGHTS_DIR", str(tmp_path / "weights"))
+    assert "icmformer_vit_demo_224" in list_models(pretrained=True)
+    shipped = create_model("icmformer_vit_demo_224", pretrained=True, **SMALL).eval()
+    model.eval()
+    image, clicks = torch.rand(1, 3, 64, 64), torch.tensor([[[30.0, 30.0, 1.0]]])
+    with torch.no_grad():
+        a, b = model(image, clicks), shipped(image, clicks)
+    assert next(shipped.parameters()).dtype == torch.float32
+    assert (a - b).abs().max() < 5e-2 and not torch.equal(a, b)  # fp16 rounding, nothing else
+
+
+def test_ship_errors_are_one_line(tmp_path, capsys):
+    run, _ = _run(tmp_path)
+    (run / "val.jsonl").write_text('{"step": 1}\nnot json\n')
+    assert main(["--run", str(run), "--weights-dir", str(tmp_path / "w"), "--results", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "val.jsonl:2" in err and "\n" not in err
+    assert main(["--run", str(tmp_path / "nowhere")]) == 2
+    assert "no trained weights" in capsys.readouterr().err
