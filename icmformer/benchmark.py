@@ -9,7 +9,13 @@ official evaluation predictor (zoom-in + horizontal flip) around each model vari
 - ``optimised``: the image branch encoded once per crop and reused, fused scaled-dot-product
   attention, ``inference_mode``, low-resolution head fusion; on CUDA also bf16 autocast
   (and ``torch.compile`` with ``compile=True``);
-- ``fast`` (CPU, opt-in): ``optimised`` with int8 dynamic quantisation of the Linear layers.
+- ``fast`` (CPU, opt-in): ``optimised`` with int8 dynamic quantisation of the Linear layers;
+- ``bf16`` (CPU): ``optimised`` under bf16 autocast (oneDNN; AMX tiles where the CPU has them);
+- ``onnx`` (CPU): the model exported with ``icmformer export-onnx`` (to a temporary folder) and
+  run by onnxruntime through the same protocol core (:class:`~icmformer.deploy.onnx_backend.OnnxBackend`).
+
+Which kernels ran is reported per mode: the CPU's flags (AVX-512, VNNI, BF16, AMX), PyTorch's CPU
+capability and the oneDNN primitives one click executed (:mod:`icmformer.kernels`).
 
 Modes run interleaved (naive, optimised, fast, naive, ...) so that a slow moment of a shared
 machine hits all of them; the first round is a warm-up and is excluded. Reported per mode: the
@@ -30,7 +36,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-MODES = ("naive", "optimised", "fast")
+MODES = ("naive", "optimised", "fast", "bf16", "onnx")
+DEFAULT_MODES = ("naive", "optimised", "fast")  # run_benchmark's default; the CLI runs all MODES
 
 
 @dataclass
@@ -63,6 +70,8 @@ class BenchResult:
     modes: list[ModeResult] = field(default_factory=list)
     agreement: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    cpu: dict = field(default_factory=dict)
+    kernels: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -200,16 +209,66 @@ def build_variants(model: torch.nn.Module, device: torch.device, modes, compile:
                 continue
             variants[mode] = quantize_int8(model.cpu()).eval()
             model.to(device)
+        elif mode == "bf16":
+            if device.type != "cpu":  # on CUDA ``optimised`` already runs under bf16 autocast
+                continue
+            opt = model.to(device).eval().set_fused_attention(True)
+            opt.head.low_res_fusion = True
+            variants[mode] = _Autocast(opt)
+        elif mode == "onnx":
+            if device.type != "cpu":
+                continue
+            variants[mode] = _onnx_variant(model)
         else:
             raise ValueError(f"unknown benchmark mode {mode!r}; choose from {', '.join(MODES)}")
     return variants
+
+
+def _onnx_variant(model: torch.nn.Module):
+    """``model`` exported to a temporary folder (parity-checked) and loaded by onnxruntime."""
+    import shutil
+    import tempfile
+
+    from icmformer.deploy.onnx_backend import OnnxBackend
+    from icmformer.deploy.onnx_export import export_onnx
+
+    folder = tempfile.mkdtemp(prefix="icmformer_bench_onnx_")
+    try:
+        meta = export_onnx(model.cpu().eval(), folder)
+        backend = OnnxBackend(folder, threads=torch.get_num_threads())
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)  # the sessions hold the graphs in memory
+    backend.parity = meta["parity"]
+    return backend
+
+
+def _record_kernels(res: BenchResult, variants: dict, image: np.ndarray, dev: torch.device) -> None:
+    """CPU features, and per mode the oneDNN primitives of one click (CPU runs)."""
+    from icmformer.evaluation.clicker import Click
+    from icmformer.evaluation.predictor import make_predict_fn
+    from icmformer.kernels import cpu_features, onednn_kernels
+
+    if dev.type != "cpu":
+        return
+    res.cpu = cpu_features()
+    click = [Click(True, (image.shape[0] // 2, image.shape[1] // 2), 0)]
+    for mode, variant in variants.items():
+        if mode == "onnx":
+            res.kernels[mode] = [f"onnxruntime {variant.ort_version} {'/'.join(variant.providers)}, {variant.threads} threads"]
+            res.agreement["onnx_vs_torch_max_abs_logit_diff"] = variant.parity["max_abs_logit_diff"]
+            continue
+        fn = make_predict_fn(variant, image, device=dev)
+        used = onednn_kernels(lambda: fn(click))
+        if mode == "fast":
+            used = [f"int8 dynamic linear: quantised engine {torch.backends.quantized.engine}"] + used
+        res.kernels[mode] = used or ["no oneDNN primitive (fp32 GEMM through MKL / ATen)"]
 
 
 def run_benchmark(
     model_name: str = "icmformer_vit_base_448",
     checkpoint: str | Path | None = None,
     device: str = "cpu",
-    modes=MODES,
+    modes=DEFAULT_MODES,
     pretrained: bool = False,
     clicks: int = 20,
     repeats: int = 3,
@@ -234,6 +293,7 @@ def run_benchmark(
     res = BenchResult(model=name, device=dev.type, device_name=device_name(dev), threads=torch.get_num_threads(),
                       input_size=model.default_input_size, instance=source, clicks_per_instance=clicks,
                       repeats=repeats)  # fmt: skip
+    _record_kernels(res, variants, image, dev)
 
     # ---- agreement: the same clicks through naive and optimised
     if "naive" in variants and "optimised" in variants:
@@ -253,8 +313,8 @@ def run_benchmark(
             differing += int(diff.sum())
             if diff.any():
                 margin = max(margin, float(np.abs(pa[diff] - PRED_THRESHOLD).max()))
-        res.agreement = {"clicks": len(fixed), "max_abs_logit_diff": max(diffs), "masks_identical": differing == 0,
-                         "differing_pixels": differing, "max_prob_distance_from_threshold": margin}  # fmt: skip
+        res.agreement.update({"clicks": len(fixed), "max_abs_logit_diff": max(diffs), "masks_identical": differing == 0,
+                              "differing_pixels": differing, "max_prob_distance_from_threshold": margin})  # fmt: skip
 
     # ---- timing, interleaved
     per_click = {m: [] for m in variants}
@@ -319,8 +379,11 @@ def format_table(res: BenchResult) -> str:
             f"{m.mode:10s} {m.spc_s:9.3f} [{m.spc_q1_s:7.3f},{m.spc_q3_s:7.3f}] {ratio:>6s} {m.official_spc_s:9.3f} "
             f"{m.encode_calls_per_instance:8.1f} {peak:>8s} {m.instances_per_s:8.4f}"
         )
-    if res.agreement:
-        a = res.agreement
+    a = res.agreement
+    if "onnx_vs_torch_max_abs_logit_diff" in a:
+        lines.append("")
+        lines.append(f"onnx export vs PyTorch (same weights, seeded crops): max |logit diff| {a['onnx_vs_torch_max_abs_logit_diff']:.2e}")
+    if "clicks" in a:
         lines.append("")
         lines.append(f"agreement naive vs optimised over {a['clicks']} clicks: max |logit diff| {a['max_abs_logit_diff']:.2e}, "
                      f"masks identical: {a['masks_identical']}")  # fmt: skip
@@ -330,6 +393,11 @@ def format_table(res: BenchResult) -> str:
     lines.append("")
     lines.append("SPC: median seconds of the model call per click; ratio: SPC / naive SPC; off. SPC: whole loop incl. "
                  "click simulation / clicks (the official script's SPC); inst/s: 20-click instances per second")  # fmt: skip
+    if res.cpu:
+        lines.append(f"CPU flags: {' '.join(res.cpu.get('flags', [])) or '-'}; torch CPU capability {res.cpu.get('torch_cpu_capability')}, "
+                     f"quantised engine {res.cpu.get('quantized_engine')}")  # fmt: skip
+    for mode, used in res.kernels.items():
+        lines.append(f"kernels {mode}: {'; '.join(used) if used else '-'}")
     for note in res.notes:
         lines.append(f"note: {note}")
     return "\n".join(lines)

@@ -19,6 +19,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("icmformer.cli.train", "iterative click training from a YAML config"),
     "predict": ("icmformer.cli.predict", "segment one image from clicks given on the command line"),
     "bench": ("icmformer.cli.bench", "seconds per click: naive path vs optimised path, side by side"),
+    "export-onnx": ("icmformer.cli.export_onnx", "export the model as two ONNX graphs (image encoder, click decoder) + JSON"),
+    "serve": ("icmformer.cli.serve", "HTTP interactor for CVAT and Label Studio (FastAPI + uvicorn)"),
 }
 
 

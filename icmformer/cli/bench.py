@@ -11,7 +11,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", help="time a trained checkpoint instead")
     p.add_argument("--pretrained", action="store_true", help="time --model with the weights shipped with the package")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--modes", default="naive,optimised,fast", help="comma-separated: naive, optimised, fast (CPU int8)")
+    p.add_argument("--modes", default="naive,optimised,fast,bf16,onnx",
+                   help="comma-separated: naive, optimised, fast (CPU int8), bf16 (CPU autocast), onnx (onnxruntime) (default: %(default)s)")
     p.add_argument("--clicks", type=int, default=20, help="clicks per instance (the protocol uses 20)")
     p.add_argument("--repeats", type=int, default=3, help="measured rounds after one warm-up round")
     p.add_argument("--data-root", default=os.environ.get("ICMFORMER_SHARED_DATA"), help="the folder holding GrabCut/ (an error if it does not); '' times a synthetic image")
