@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -17,7 +15,7 @@ from icmformer.deploy.onnx_export import PARITY_TOLERANCE, example_inputs, expor
 from icmformer.evaluation.predictor import Predictor  # noqa: E402
 from icmformer.models.registry import create_model, tiny_overrides  # noqa: E402
 
-SHIPPED = Path(__file__).resolve().parents[1] / "icmformer" / "weights" / "icmformer_vit_demo_224.safetensors"
+DEMO = "icmformer_vit_demo_224"
 
 
 def tiny(name="icmformer_vit_base_448", seed=0):
@@ -150,9 +148,11 @@ def test_parity_on_random_weight_vit_b_448(tmp_path):
 
 @pytest.fixture(scope="module")
 def shipped(tmp_path_factory):
-    if not SHIPPED.is_file():
-        pytest.skip(f"the shipped demo weights {SHIPPED.name} are not in this checkout")
-    model = create_model("icmformer_vit_demo_224", pretrained=True).eval()
+    from icmformer.models.factory import shipped_weights, weights_dir
+
+    if shipped_weights(DEMO) is None:
+        pytest.skip(f"the shipped demo weights {DEMO}.safetensors are not in {weights_dir()} (not shipped yet)")
+    model = create_model(DEMO, pretrained=True).eval()
     out = tmp_path_factory.mktemp("shipped")
     return model, out, export_onnx(model, out)
 
@@ -187,3 +187,42 @@ def test_shipped_model_gives_identical_masks_on_a_grabcut_instance(shipped, shar
     assert masks["torch"][1] == masks["onnx"][1]  # the same simulated clicks ...
     for a, b in zip(masks["torch"][0], masks["onnx"][0]):
         assert np.array_equal(a, b)  # ... and the same mask after every click
+
+
+def test_evaluate_cli_with_the_onnx_backend(tmp_path, shared_data, capsys):
+    from icmformer.models.checkpoint import save_checkpoint
+
+    ckpt = save_checkpoint(tiny(seed=4), tmp_path / "m.safetensors")
+    assert cli(["export-onnx", "--checkpoint", str(ckpt), "--out", str(tmp_path / "exp")]) == 0
+    common = ["--datasets", "GrabCut", "--data-root", str(shared_data), "--limit", "1", "--max-clicks", "3", "--quiet"]
+    assert cli(["evaluate", "--checkpoint", str(ckpt), "--device", "cpu", "--out", str(tmp_path / "t"), *common]) == 0
+    assert cli(["evaluate", "--onnx", str(tmp_path / "exp"), "--out", str(tmp_path / "o"), *common]) == 0
+    capsys.readouterr()
+    rec = {k: [json.loads(x) for x in (tmp_path / k / "records.jsonl").read_text().splitlines()] for k in ("t", "o")}
+    assert len(rec["t"]) == len(rec["o"]) >= 1
+    for a, b in zip(rec["t"], rec["o"]):
+        assert np.allclose(a["ious"], b["ious"], atol=1e-3)
+    run = json.loads((tmp_path / "o" / "run.json").read_text())
+    assert "onnx" in json.dumps(run)
+    assert cli(["evaluate", "--onnx", str(tmp_path / "exp"), "--model", "x", "--out", str(tmp_path / "z"), *common]) == 1
+    assert "--onnx" in capsys.readouterr().err
+
+
+def test_serve_an_onnx_export(exported):
+    """``icmformer serve --onnx DIR`` answers a CVAT request with the Predictor's mask on the same graphs."""
+    httpx = pytest.importorskip("httpx")
+    from serving import noise_image, png_b64, running_server
+
+    _, out, _ = exported
+    image = noise_image(21)
+    p = Predictor(OnnxBackend(out, threads=1))
+    p.set_image(image)
+    p.add_click(40, 60, True)
+    expected, _ = p.add_click(80, 10, False)
+    body = {"image": png_b64(image), "pos_points": [[60, 40]], "neg_points": []}
+    with running_server("--onnx", str(out)) as (url, _), httpx.Client(timeout=120) as c:
+        assert c.get(url + "/health").json()["backend"] == "onnxruntime"
+        assert c.post(url + "/cvat", json=body).status_code == 200
+        r = c.post(url + "/cvat", json={**body, "neg_points": [[10, 80]]})
+        assert r.status_code == 200, r.text
+        assert np.array_equal(np.asarray(r.json()["mask"]) == 255, expected)

@@ -32,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", choices=("model", "grabcut"), default="model", help="what to evaluate (default: model)")
     parser.add_argument("--checkpoint", help="model checkpoint (.safetensors of ours, or an official isegm .pth)")
     parser.add_argument("--model", help="a registry model: untrained (smoke tests) unless --pretrained or --checkpoint, e.g. icmformer_vit_tiny_224")
+    parser.add_argument("--onnx", metavar="DIR", help="model: evaluate an ONNX export (icmformer export-onnx --out DIR) with onnxruntime")
     parser.add_argument("--pretrained", action="store_true", help="with --model: the weights shipped with the package (see icmformer.list_models(pretrained=True))")
     parser.add_argument("--datasets", default="GrabCut,Berkeley,DAVIS", help="comma-separated dataset names (default: %(default)s)")
     parser.add_argument("--data-root", default="data", help="folder holding the datasets (default: %(default)s)")
@@ -91,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
         args.datasets, args.data_root, out, args.method, protocol_from_args(args), batch_size=args.batch_size,
         limit=args.limit, resume=not args.no_resume, progress=not args.quiet,
         grabcut=dict(max_side=args.grabcut_max_side, iterations=args.grabcut_iterations),
-        **(dict(checkpoint=args.checkpoint, model=args.model, pretrained=args.pretrained, device=args.device, fast=args.fast)
+        **(dict(checkpoint=args.checkpoint, model=args.model, pretrained=args.pretrained, device=args.device, fast=args.fast,
+                **({"onnx": args.onnx} if args.onnx else {}))
            if args.method == "model" else {}),
     )  # fmt: skip
     print(format_table(summary))

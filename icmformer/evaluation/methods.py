@@ -43,10 +43,16 @@ def model_method(
     pretrained: bool = False,
     device: str | None = None,
     fast: bool = False,
+    onnx: str | Path | None = None,
 ):
-    """A model method for each of ``datasets``: exactly one of ``checkpoint`` (a file) or
+    """A model method for each of ``datasets``: exactly one of ``checkpoint`` (a file),
     ``model`` (a registry name; its shipped weights with ``pretrained``, else seeded untrained
-    weights). ``fast``: the int8 CPU mode. ``device`` defaults to CUDA when available."""
+    weights) or ``onnx`` (an ``icmformer export-onnx`` folder, run by onnxruntime on the CPU).
+    ``fast``: the int8 CPU mode. ``device`` defaults to CUDA when available."""
+    if onnx is not None:
+        if checkpoint or model or fast or device not in (None, "cpu"):
+            raise ValueError("--onnx DIR evaluates an ONNX export on the CPU; do not combine it with --checkpoint, --model, --fast or --device")
+        return _onnx_method(datasets, protocol, onnx)
     import torch
 
     from icmformer.evaluation.batched import ModelMethod
@@ -89,6 +95,30 @@ def model_method(
     return factories, config, describe_device(dev)
 
 
+def _onnx_method(datasets: Sequence[str], protocol: EvalProtocol, folder: str | Path):
+    import hashlib
+
+    from icmformer.deploy.onnx_backend import OnnxBackend
+    from icmformer.evaluation.batched import ModelMethod
+    from icmformer.utils import describe_device
+
+    backend = OnnxBackend(folder)
+    h = hashlib.sha256()  # a resumed run must use the same graphs
+    for part in ("encoder", "decoder"):
+        h.update((Path(folder) / backend.meta[part]["file"]).read_bytes())
+    base = int(backend.default_input_size)
+    factories = {n: ModelMethod(backend, **protocol.predictor_options(n, base)) for n in datasets}
+    config = {
+        "method": "model", "onnx": str(Path(folder).resolve()), "weights_sha256": h.hexdigest(),
+        "model_name": backend.name, "backend": f"onnxruntime {backend.ort_version}",
+        "zoom_in": protocol.zoom_in, "flip": protocol.flip,
+        "target_size": protocol.input_size(None, base), "davis_target_size": protocol.input_size("DAVIS", base),
+    }  # fmt: skip
+    if protocol.input_size("DAVIS", base) != base and "DAVIS" in [str(n).upper() for n in datasets]:
+        raise ValueError(f"the ONNX graphs take {base} px crops only; evaluate DAVIS with --davis-target-size {base}")
+    return factories, config, describe_device("cpu", f"onnxruntime {backend.ort_version}, {backend.threads} threads")
+
+
 def evaluate(
     datasets: Sequence[str] | str,
     data_root: str | Path = "data",
@@ -106,7 +136,7 @@ def evaluate(
     """Evaluate ``method`` (``"model"`` or ``"grabcut"``) on ``datasets`` (names, or one
     comma-separated string) with ``protocol``; records and the summary go to ``out_dir`` (default
     ``results/runs/evaluate_<method>``). ``model_options`` go to :func:`model_method`
-    (``checkpoint``, ``model``, ``pretrained``, ``device``, ``fast``), ``grabcut`` to
+    (``checkpoint``, ``model``, ``pretrained``, ``device``, ``fast``, ``onnx``), ``grabcut`` to
     :func:`grabcut_method`. Returns the summary (see :func:`~icmformer.evaluation.runner.run_evaluation`)."""
     from icmformer.data.datasets import get_dataset
     from icmformer.evaluation.runner import run_evaluation
