@@ -119,14 +119,28 @@ def test_backend_refuses_bad_input(exported, tmp_path):
         OnnxBackend(tmp_path)
 
 
-def test_export_cli(tmp_path, capsys):
-    out = tmp_path / "exp"
-    args = ["export-onnx", "--model", "icmformer_vit_tiny_224", "--out", str(out)]
-    assert cli(args) == 0
-    printed = capsys.readouterr()
-    assert "parity vs PyTorch" in printed.out and "UNTRAINED" in printed.err
+@pytest.fixture(scope="module")
+def cli_export(tmp_path_factory):
+    """``icmformer export-onnx --checkpoint`` of a tiny model: (checkpoint, folder, stdout)."""
+    import contextlib
+    import io
+
+    from icmformer.models.checkpoint import save_checkpoint
+
+    tmp = tmp_path_factory.mktemp("cli_export")
+    ckpt = save_checkpoint(tiny(seed=4), tmp / "m.safetensors")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert cli(["export-onnx", "--checkpoint", str(ckpt), "--out", str(tmp / "exp")]) == 0
+    return ckpt, tmp / "exp", printed.getvalue()
+
+
+def test_export_cli(cli_export, tmp_path, capsys):
+    ckpt, out, printed = cli_export
+    assert "parity vs PyTorch" in printed and "icmformer_vit_base_448 @ 64x64" in printed
     meta = json.loads((out / "icmformer_onnx.json").read_text())
-    assert meta["source"]["trained"] is False and meta["input_size"] == 224
+    assert meta["source"] == {"checkpoint": str(ckpt), "pretrained": False, "trained": True} and meta["input_size"] == 64
+    args = ["export-onnx", "--checkpoint", str(ckpt), "--out", str(out)]
     # an existing export is kept unless --force; bad arguments are one line and exit 1
     assert cli(args) == 1
     assert "--force" in capsys.readouterr().err
@@ -189,14 +203,11 @@ def test_shipped_model_gives_identical_masks_on_a_grabcut_instance(shipped, shar
         assert np.array_equal(a, b)  # ... and the same mask after every click
 
 
-def test_evaluate_cli_with_the_onnx_backend(tmp_path, shared_data, capsys):
-    from icmformer.models.checkpoint import save_checkpoint
-
-    ckpt = save_checkpoint(tiny(seed=4), tmp_path / "m.safetensors")
-    assert cli(["export-onnx", "--checkpoint", str(ckpt), "--out", str(tmp_path / "exp")]) == 0
+def test_evaluate_cli_with_the_onnx_backend(cli_export, tmp_path, shared_data, capsys):
+    ckpt, exp, _ = cli_export
     common = ["--datasets", "GrabCut", "--data-root", str(shared_data), "--limit", "1", "--max-clicks", "3", "--quiet"]
     assert cli(["evaluate", "--checkpoint", str(ckpt), "--device", "cpu", "--out", str(tmp_path / "t"), *common]) == 0
-    assert cli(["evaluate", "--onnx", str(tmp_path / "exp"), "--out", str(tmp_path / "o"), *common]) == 0
+    assert cli(["evaluate", "--onnx", str(exp), "--out", str(tmp_path / "o"), *common]) == 0
     capsys.readouterr()
     rec = {k: [json.loads(x) for x in (tmp_path / k / "records.jsonl").read_text().splitlines()] for k in ("t", "o")}
     assert len(rec["t"]) == len(rec["o"]) >= 1
@@ -204,7 +215,7 @@ def test_evaluate_cli_with_the_onnx_backend(tmp_path, shared_data, capsys):
         assert np.allclose(a["ious"], b["ious"], atol=1e-3)
     run = json.loads((tmp_path / "o" / "run.json").read_text())
     assert "onnx" in json.dumps(run)
-    assert cli(["evaluate", "--onnx", str(tmp_path / "exp"), "--model", "x", "--out", str(tmp_path / "z"), *common]) == 1
+    assert cli(["evaluate", "--onnx", str(exp), "--model", "x", "--out", str(tmp_path / "z"), *common]) == 1
     assert "--onnx" in capsys.readouterr().err
 
 
