@@ -35,8 +35,9 @@ image_path = None  # an image file; or a dataset image:
 dataset = None  # GrabCut, Berkeley, DAVIS, COCO_MVal, ... (with index and data_root); neither: a synthetic demo image
 index = 0
 data_root = "data"
-checkpoint = None  # trained weights, e.g. "results/runs/vit/model.safetensors"; None: an UNTRAINED model
-model_name = "icmformer_vit_tiny_224"  # the architecture used when checkpoint is None
+checkpoint = None  # a weights file, e.g. "results/runs/vit/model.safetensors"; None: model_name's weights
+model_name = "icmformer_vit_demo_224"  # the model used when checkpoint is None (the shipped CPU demo model)
+pretrained = True  # with checkpoint None: the weights shipped with the package (False: UNTRAINED, smoke tests)
 device = "cpu"
 threads = None  # torch CPU threads (None: the PyTorch default); 1 is often faster when other jobs share the cores
 zoom_in = True
@@ -63,13 +64,13 @@ if threads:
     torch.set_num_threads(int(threads))
 # relative paths are relative to the repository root (also when the notebook runs in notebooks/)
 checkpoint, image_path, data_root, output_dir, resume = map(resolve_path, (checkpoint, image_path, data_root, output_dir, resume))
-model = load_model(checkpoint, None if checkpoint else model_name, device=device)
+model = load_model(checkpoint, None if checkpoint else model_name, device=device, pretrained=bool(pretrained) and not checkpoint)
 if model.checkpoint_path is None:
     display(HTML(
         '<div style="background:#fde7e9;border:2px solid #b00020;padding:8px;font-weight:bold">'
         f"WARNING: no checkpoint given: {model.name} has UNTRAINED weights, its masks are meaningless. "
-        "Set <code>checkpoint</code> to a trained model, e.g. the demo pipeline's "
-        "<code>results/runs/vit/model.safetensors</code>.</div>"
+        "Set <code>pretrained = True</code> for the shipped demo model, or <code>checkpoint</code> to a trained model, "
+        "e.g. the demo pipeline's <code>results/runs/vit/model.safetensors</code>.</div>"
     ))
 print(f"model: {model.name}, checkpoint: {model.checkpoint_path}, input {model.default_input_size} px, "
       f"device {device}, {torch.get_num_threads()} CPU threads")

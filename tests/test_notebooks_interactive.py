@@ -87,8 +87,15 @@ def test_annotate_replays_exports_and_resumes(checkpoints, tmp_path):
     assert json.loads((second / "demo_clicks.json").read_text())["objects"][2]["clicks"] == [[60, 60, True]]
 
 
-def test_annotate_without_checkpoint_warns_loudly(tmp_path):
-    nb = execute("annotate", tmp_path, output_dir=str(tmp_path / "o"))
+def test_annotate_uses_the_shipped_model_by_default(tmp_path):
+    nb = execute("annotate", tmp_path, output_dir=str(tmp_path / "o"), clicks=[[60, 60, True]])
+    text, _ = outputs(nb)
+    assert "model: icmformer_vit_demo_224, checkpoint: " in text and "icmformer_vit_demo_224.safetensors" in text
+    assert "UNTRAINED" not in text and "replayed 1 click(s) on 1 object(s)" in text
+
+
+def test_annotate_without_weights_warns_loudly(tmp_path):
+    nb = execute("annotate", tmp_path, output_dir=str(tmp_path / "o"), pretrained=False, model_name="icmformer_vit_tiny_224")
     text, _ = outputs(nb)
     assert "WARNING: no checkpoint given" in text and "UNTRAINED" in text
     assert "results/runs/vit/model.safetensors" in text

@@ -38,7 +38,7 @@ def test_cpu_hours_leave_out_the_validation_time():
 
 def test_ship_writes_fp16_weights_that_load_as_pretrained(tmp_path, monkeypatch):
     run, model = _run(tmp_path)
-    out = ship(run, weights_dir=tmp_path / "weights", results_dir=tmp_path / "res")
+    out = ship(run, weights_dir=tmp_path / "weights", results_dir=tmp_path / "res", fp16=True)
     w = tmp_path / "weights" / "icmformer_vit_demo_224.safetensors"
     assert out["weights"] == str(w) and out["val_rows"] == 2
     meta = read_metadata(w)
@@ -64,3 +64,13 @@ def test_ship_errors_are_one_line(tmp_path, capsys):
     assert err.startswith("error:") and "val.jsonl:2" in err and "\n" not in err
     assert main(["--run", str(tmp_path / "nowhere")]) == 2
     assert "no trained weights" in capsys.readouterr().err
+
+
+def test_ship_keeps_float32_by_default(tmp_path, monkeypatch):
+    run, model = _run(tmp_path)
+    ship(run, weights_dir=tmp_path / "w", results_dir=tmp_path / "r")
+    assert read_metadata(tmp_path / "w" / "icmformer_vit_demo_224.safetensors")["dtype"] == "float32"
+    monkeypatch.setenv("ICMFORMER_WEIGHTS_DIR", str(tmp_path / "w"))
+    shipped = create_model("icmformer_vit_demo_224", pretrained=True, **SMALL)
+    for (k, v), (_, w) in zip(model.state_dict().items(), shipped.state_dict().items()):
+        assert torch.equal(v, w), k

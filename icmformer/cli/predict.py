@@ -2,6 +2,7 @@
 
 Examples::
 
+    icmformer predict --image cat.jpg --click 120,200,+ --out cat_mask.png   # the shipped demo model
     icmformer predict --checkpoint model.safetensors --image cat.jpg --click 120,200,+ --click 40,10,- --out cat_mask.png
     icmformer predict --checkpoint model.safetensors --image cat.jpg --clicks cat_clicks.json --object 2 --out m.png --prob-out p.npy
     icmformer predict --model NAME --pretrained --image cat.jpg --click 120,200,+ --out m.png   # shipped weights
@@ -27,7 +28,7 @@ from icmformer.cli.common import add_image_limit_argument, apply_image_limit
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", help="model checkpoint (.safetensors of ours, or an official isegm .pth)")
-    parser.add_argument("--model", help="registry model name: untrained weights (prints a warning) unless --pretrained or --checkpoint is given too")
+    parser.add_argument("--model", help="registry model name: untrained weights (prints a warning) unless --pretrained or --checkpoint is given too; default (no --checkpoint): the shipped demo model icmformer_vit_demo_224 with its weights")
     parser.add_argument("--pretrained", action="store_true", help="with --model: the weights shipped with the package")
     parser.add_argument("--image", required=True, help="the image file")
     parser.add_argument("--click", action="append", default=[], metavar="Y,X,+|-", help="a click: row, column, + or - (repeat, in order)")
@@ -80,9 +81,12 @@ def run(args: argparse.Namespace) -> int:
     from icmformer.interactive.io import UntrainedModelWarning, check_clicks_inside, load_model
 
     if not args.checkpoint and not args.model:
-        raise ValueError("give --checkpoint FILE (a trained model), --model NAME --pretrained (shipped weights) or --model NAME (untrained, for smoke tests)")
-    if args.pretrained and (args.checkpoint or not args.model):
-        raise ValueError("--pretrained needs --model NAME and no --checkpoint (it loads the weights shipped for NAME)")
+        from icmformer.models.factory import DEFAULT_PRETRAINED_MODEL
+
+        # neither given: the shipped demo model, so a fresh install segments out of the box
+        args.model, args.pretrained = DEFAULT_PRETRAINED_MODEL, True
+    if args.pretrained and args.checkpoint:
+        raise ValueError("--pretrained loads the weights shipped with the package: give it without --checkpoint")
     clicks = _clicks(args)
     out = Path(args.out)
     prob_out = Path(args.prob_out) if args.prob_out else None

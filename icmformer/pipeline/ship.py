@@ -3,7 +3,7 @@
 ``python -m icmformer.pipeline.ship --run results/runs/demo_model`` (the frozen ``demo_model``
 stage of ``dvc.yaml``):
 
-1. loads ``<run>/model.safetensors`` and writes it, in float16 unless ``--fp32``, to
+1. loads ``<run>/model.safetensors`` and writes it (float32; float16 with ``--fp16``) to
    ``icmformer/weights/<model name>.safetensors`` (what ``create_model(name, pretrained=True)``
    loads), with the run's step count, images seen and training time in the metadata;
 2. copies the run's validation log (``val.jsonl``: NoC / mIoU on held-out BSDS val during
@@ -83,7 +83,7 @@ def plot_val_curve(rows: list[dict], out: str | Path, title: str = "") -> Path:
 
 
 def ship(run: str | Path, weights_dir: str | Path | None = None, results_dir: str | Path = "results/demo_model",
-         fp16: bool = True) -> dict:  # fmt: skip
+         fp16: bool = False) -> dict:  # fmt: skip
     """Steps 1-3 of the module docstring; returns what was written."""
     import torch
 
@@ -119,10 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run", required=True, help="the training run folder (model.safetensors, val.jsonl)")
     p.add_argument("--weights-dir", help="where the shipped weights go (default: icmformer/weights/)")
     p.add_argument("--results", default="results/demo_model", help="where the validation log and plot go")
-    p.add_argument("--fp32", action="store_true", help="keep float32 weights (default: float16)")
+    p.add_argument("--fp16", action="store_true", help="store float16 weights (half the size; default float32)")
     args = p.parse_args(argv)
     try:
-        out = ship(args.run, args.weights_dir, args.results, fp16=not args.fp32)
+        out = ship(args.run, args.weights_dir, args.results, fp16=args.fp16)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
