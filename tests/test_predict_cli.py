@@ -129,8 +129,8 @@ def test_bad_input_is_a_clear_error(files, tmp_path, capsys, args, message):
 
 def test_model_choice_errors(files, tmp_path, capsys):
     base = ["--image", files / "img.png", "--click", "1,1,+", "--out", tmp_path / "m.png"]
-    rc, _, err = run(base, capsys)
-    assert rc == 1 and "--checkpoint" in err and "--model" in err
+    rc, _, err = run(["--pretrained", "--checkpoint", files / "tiny.safetensors", *base], capsys)
+    assert rc == 1 and "--pretrained" in err and "--checkpoint" in err and "\n" not in err.strip()
     rc, _, err = run(["--checkpoint", tmp_path / "none.safetensors", *base], capsys)
     assert rc == 1 and "checkpoint not found" in err
 
