@@ -29,9 +29,9 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from icmformer.data.augment import AugmentConfig
+from icmformer.data.train_datasets import DATASET_KINDS
 from icmformer.training.iterative import NEXT_CLICK_MODES
 
-DATASET_KINDS = ("sbd", "cocolvis", "folder", "mixed")
 SCHEDULES = ("multistep", "cosine")
 OPTIMIZERS = ("adam", "adamw")
 

@@ -47,6 +47,12 @@ runs as one process.
 Metrics go to DVCLive (``<output_dir>/dvclive``: ``train/loss``, ``train/iou``, ``train/lr`` per
 optimiser step) with ``save_dvc_exp=False`` and ``dvcyaml=None``, so it works inside a DVC
 pipeline stage and outside one without touching git or ``dvc.yaml``.
+
+This module holds the loop (:class:`Trainer`); its pieces live next to it: process group and
+device in :mod:`~icmformer.training.distributed`, data order and RNG states in
+:mod:`~icmformer.training.rng`, the state file in :mod:`~icmformer.training.state`, the
+iterative forward pass, optimiser and LR schedule in :mod:`~icmformer.training.step`, DVCLive in
+:mod:`~icmformer.training.live` (all their public names are importable from here too).
 """
 from __future__ import annotations
 
@@ -54,16 +60,13 @@ import contextlib
 import json
 import math
 import os
-import platform
-import random
 import sys
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from functools import partial
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -71,24 +74,51 @@ import torch.distributed as dist
 from torch import nn
 
 from icmformer.training.config import TrainConfig, config_to_yaml, save_config
-from icmformer.training.iterative import add_next_clicks, sample_num_iters
+from icmformer.training.distributed import DistInfo, dist_info_from_env, resolve_device
+from icmformer.training.live import make_live, truncate_dvclive
 from icmformer.training.loss import normalized_focal_loss
+from icmformer.training.rng import (
+    batch_rng,
+    batch_torch_seed,
+    epoch_batches,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
+from icmformer.training.state import (
+    STATE_FILE,
+    STATE_FORMAT,
+    STATE_VERSION,
+    TrainState,
+    load_training_state,
+    save_state_file,
+)
+from icmformer.training.step import (
+    IterativeOutput,
+    batch_iou,
+    build_optimizer,
+    build_scheduler,
+    compact_clicks,
+    cosine_factor,
+    iterative_forward,
+)
 from icmformer.training.validate import validate_model
 from icmformer.training.zoom import zoom_iterative_forward
+from icmformer.utils import atomic_write_text, describe_device
 
-STATE_FORMAT = "icmformer-train-state"
-STATE_VERSION = 1
-STATE_FILE = Path("checkpoints") / "last.pt"
+__all__ = [  # the names this module has always offered (their homes are the modules imported above)
+    "CONFIG_FILE", "DVCLIVE_DIR", "MODEL_FILE", "STATE_FILE", "STATE_FORMAT", "STATE_VERSION", "SUMMARY_FILE", "VAL_FILE",
+    "DistInfo", "IterativeOutput", "TrainState", "Trainer", "batch_iou", "batch_rng", "batch_torch_seed", "build_optimizer",
+    "check_data_root", "compact_clicks", "cosine_factor", "dist_info_from_env", "epoch_batches", "iterative_forward",
+    "load_training_state", "make_live", "resolve_device", "rng_state", "seed_everything", "set_rng_state", "train",
+]  # fmt: skip
+
 MODEL_FILE = "model.safetensors"
 SUMMARY_FILE = "train_summary.json"
 VAL_FILE = "val.jsonl"
 CONFIG_FILE = "config.yaml"
 DVCLIVE_DIR = "dvclive"
 
-# distinct streams derived from the same (seed, epoch, batch, rank) key
-_ORDER_STREAM = 0x0D3A
-_CLICK_STREAM = 0x1C4C
-_TORCH_STREAM = 0x70C4
 
 # config keys that may change between a run and its resumption without breaking exactness
 _RESUMABLE_CHANGES = ("max_steps", "output_dir", "num_workers", "log_interval", "checkpoint_interval", "device",
@@ -99,247 +129,6 @@ DATA_LAYOUTS = {
     "sbd": "img/, inst/ and <split>.txt (RITM's SBD layout)",
     "cocolvis": "<split>/images, <split>/masks and <split>/hannotation.pickle (RITM's COCO+LVIS layout)",
 }
-
-
-# ------------------------------------------------------------------------------ small helpers
-@dataclass(frozen=True)
-class DistInfo:
-    """This process's place in a (torchrun) process group."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-
-def dist_info_from_env(env: dict[str, str] | None = None) -> DistInfo:
-    """Read ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` (set by ``torchrun``); defaults: one process."""
-    env = dict(os.environ if env is None else env)
-
-    def get(name: str, default: int) -> int:
-        value = env.get(name, "")
-        if value == "":
-            return default
-        try:
-            return int(value)
-        except ValueError:
-            raise ValueError(f"environment variable {name}={value!r} must be an integer") from None
-
-    world = get("WORLD_SIZE", 1)
-    rank = get("RANK", 0)
-    local = get("LOCAL_RANK", rank)
-    if world < 1 or not 0 <= rank < world:
-        raise ValueError(f"RANK={rank} / WORLD_SIZE={world}: need 0 <= RANK < WORLD_SIZE")
-    return DistInfo(rank, world, local)
-
-
-def resolve_device(name: str, info: DistInfo = DistInfo()) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; under torchrun a CUDA run uses ``cuda:LOCAL_RANK``."""
-    name = (name or "auto").strip()
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"config key device: {name!r} is not a torch device (use auto, cpu or cuda)") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"config key device: {name!r} requested but CUDA is not available (use device=cpu)")
-        if info.distributed:
-            device = torch.device("cuda", info.local_rank)
-        elif device.index is None:
-            device = torch.device("cuda", torch.cuda.current_device())
-    elif device.type != "cpu":
-        raise ValueError(f"config key device: {name!r} is not supported (use auto, cpu or cuda)")
-    return device
-
-
-def device_description(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads)"
-
-
-def epoch_batches(num_items: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1) -> list[list[int]]:
-    """The item indices of each batch of ``epoch`` on ``rank``.
-
-    A permutation of ``range(num_items)`` drawn from ``(seed, epoch)`` is split into
-    ``world_size`` equal, disjoint slices (the remainder is left out); rank ``rank`` cuts its
-    slice into full batches (an incomplete last batch is dropped).
-    """
-    if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"bad batch_size={batch_size}, rank={rank}, world_size={world_size}")
-    perm = np.random.default_rng([int(seed), _ORDER_STREAM, int(epoch)]).permutation(int(num_items))
-    per_rank = int(num_items) // world_size
-    shard = perm[rank * per_rank : (rank + 1) * per_rank]
-    return [shard[i * batch_size : (i + 1) * batch_size].tolist() for i in range(per_rank // batch_size)]
-
-
-def batch_rng(seed: int, epoch: int, batch: int, rank: int = 0) -> np.random.Generator:
-    """The click generator of batch ``batch`` of ``epoch`` on ``rank`` (``num_iters`` and next clicks)."""
-    return np.random.default_rng([int(seed), _CLICK_STREAM, int(epoch), int(batch), int(rank)])
-
-
-def batch_torch_seed(seed: int, epoch: int, batch: int, rank: int = 0) -> int:
-    """The torch seed set before batch ``batch`` of ``epoch`` on ``rank`` (dropout, drop-path)."""
-    ss = np.random.SeedSequence([int(seed), _TORCH_STREAM, int(epoch), int(batch), int(rank)])
-    return int(ss.generate_state(1, dtype=np.uint64)[0] & np.uint64(2**63 - 1))
-
-
-def seed_everything(seed: int) -> None:
-    """Seed torch (CPU and CUDA), numpy's global generator and Python ``random``."""
-    torch.manual_seed(int(seed))
-    np.random.seed(int(seed) % 2**32)
-    random.seed(int(seed))
-
-
-def rng_state() -> dict[str, Any]:
-    """Every global RNG state of this process, as tensors and plain containers."""
-    np_state = np.random.get_state(legacy=False)
-    np_plain = {
-        "bit_generator": str(np_state["bit_generator"]),
-        "key": torch.from_numpy(np.asarray(np_state["state"]["key"], dtype=np.int64)),
-        "pos": int(np_state["state"]["pos"]),
-        "has_gauss": int(np_state["has_gauss"]),
-        "gauss": float(np_state["gauss"]),
-    }
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else [],
-        "numpy": np_plain,
-        "python": random.getstate(),
-    }
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` returned."""
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    npst = state["numpy"]
-    np.random.set_state({
-        "bit_generator": npst["bit_generator"],
-        "state": {"key": npst["key"].numpy().astype(np.uint32), "pos": int(npst["pos"])},
-        "has_gauss": int(npst["has_gauss"]),
-        "gauss": float(npst["gauss"]),
-    })  # fmt: skip
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-
-
-def batch_iou(logits: torch.Tensor, gt: torch.Tensor, thresh: float = 0.49) -> torch.Tensor:
-    """Per-sample IoU of ``sigmoid(logits) > thresh`` vs ``gt == 1``, ignoring ``gt == -1``.
-
-    A sample with neither object nor predicted pixels (union empty) has IoU 1.
-    """
-    pred = torch.sigmoid(logits.detach().float()) > thresh
-    valid = gt != -1
-    obj = gt > 0.5
-    inter = (pred & obj & valid).flatten(1).sum(1).float()
-    union = ((pred | obj) & valid).flatten(1).sum(1).float()
-    return torch.where(union > 0, inter / union.clamp_min(1.0), torch.ones_like(union))
-
-
-def compact_clicks(clicks: torch.Tensor) -> torch.Tensor:
-    """Drop the rows that are padding (label ``-1``) in every sample of the batch.
-
-    The model's disk maps are a union over rows and ignore padding rows, so the logits do not
-    change; the ``B x 2P x 3`` training layout has mostly padding rows (``2P = 48``, a few clicks),
-    and the disk encoding costs time proportional to the number of rows.
-    """
-    keep = (clicks[..., 2] != -1).any(dim=0)
-    if not bool(keep.any()):
-        return clicks[:, :1]
-    return clicks[:, keep]
-
-
-class IterativeOutput(NamedTuple):
-    """What :func:`iterative_forward` returns."""
-
-    logits: torch.Tensor  # the final pass (with gradients)
-    clicks: torch.Tensor  # the clicks of the final pass (given clicks + added ones)
-    prev_mask: torch.Tensor  # the previous mask given to the final pass
-    num_iters: int  # number of click-adding no-grad passes
-
-
-def iterative_forward(
-    model: nn.Module,
-    image: torch.Tensor,
-    gt: torch.Tensor,
-    clicks: torch.Tensor,
-    rng: np.random.Generator,
-    *,
-    max_num_next_clicks: int = 3,
-    thresh: float = 0.49,
-    mode: str = "official",
-    center_prob: float = 0.5,
-    eval_model: nn.Module | None = None,
-    autocast: Callable[[], Any] | None = None,
-) -> IterativeOutput:
-    """The official iterative training forward pass (``ISTrainer.batch_forward``).
-
-    Args:
-        model: the network for the final pass (e.g. the ``DistributedDataParallel`` wrapper).
-        image: ``B x 3 x H x W`` in [0, 1]; gt: ``B x 1 x H x W`` with ``1``/``0``/``-1``.
-        clicks: ``B x 2P x 3`` initial clicks (points sampler layout).
-        rng: draws ``num_iters`` and the positions of the added clicks.
-        max_num_next_clicks: ``num_iters`` is uniform in ``0..max_num_next_clicks``.
-        thresh, mode, center_prob: see :func:`~icmformer.training.iterative.add_next_clicks`.
-        eval_model: the module run in the no-grad passes (default ``model``; pass the unwrapped
-            module under DDP).
-        autocast: a context-manager factory wrapped around every forward pass (``bf16``).
-
-    The no-grad passes run in ``eval()`` mode; the training mode the model had is restored
-    before the final pass. The model receives the clicks without the rows that are padding in
-    the whole batch (:func:`compact_clicks`; same logits, cheaper disk encoding); the returned
-    ``clicks`` keep the ``B x 2P x 3`` layout.
-    """
-    eval_model = model if eval_model is None else eval_model
-    ctx = autocast or contextlib.nullcontext
-    num_iters = sample_num_iters(rng, max_num_next_clicks)
-    prev = torch.zeros(gt.shape, dtype=torch.float32, device=image.device)
-    if num_iters > 0:
-        was_training = eval_model.training
-        eval_model.eval()
-        try:
-            with torch.no_grad():
-                for k in range(num_iters):
-                    with ctx():
-                        logits = eval_model(image, compact_clicks(clicks), prev)
-                    prev = torch.sigmoid(logits.float())
-                    clicks = add_next_clicks(prev, gt, clicks, rng, thresh=thresh, mode=mode, center_prob=center_prob, step=k + 1)
-        finally:
-            eval_model.train(was_training)
-    with ctx():
-        logits = model(image, compact_clicks(clicks), prev)
-    return IterativeOutput(logits, clicks, prev, num_iters)
-
-
-def cosine_factor(step: int, total: int, warmup: int = 0, min_ratio: float = 0.01) -> float:
-    """LR factor at optimiser step ``step`` (0-based): linear warm-up to 1 over ``warmup`` steps,
-    then a cosine from 1 to ``min_ratio`` at ``total``."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    t = min(max(step - warmup, 0) / max(total - warmup, 1), 1.0)
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
-
-
-def build_optimizer(params, optim_cfg) -> torch.optim.Optimizer:
-    """Adam (official: lr 5e-5, betas (0.9, 0.999), eps 1e-8, no weight decay) or AdamW."""
-    kwargs = dict(lr=float(optim_cfg.lr), betas=tuple(float(b) for b in optim_cfg.betas), eps=float(optim_cfg.eps),
-                  weight_decay=float(optim_cfg.weight_decay))  # fmt: skip
-    if optim_cfg.name == "adam":
-        return torch.optim.Adam(params, **kwargs)
-    if optim_cfg.name == "adamw":
-        return torch.optim.AdamW(params, **kwargs)
-    raise ValueError(f"config key optim.name: unknown optimiser {optim_cfg.name!r} (adam or adamw)")
 
 
 def check_data_root(data_cfg) -> None:
@@ -364,28 +153,6 @@ def check_data_root(data_cfg) -> None:
         )
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    from icmformer.filesafety import clean_stale_tmp, write_error
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale_tmp(path)  # left by a process killed during its save
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except (RuntimeError, OSError) as e:  # e.g. a full disk: "[enforce fail at inline_container.cc]"
-        raise write_error(e, path) from e
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _atomic_write_text(text: str, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
@@ -398,30 +165,6 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def load_training_state(path: str | Path) -> dict[str, Any]:
-    """Read a training state file (``weights_only=True``: tensors and plain containers only)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: training state not found")
-    from icmformer.safe_pickle import load_torch
-
-    state = load_torch(path, "training state")  # weights_only; one-line errors, no torch advice
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        raise ValueError(f"{path}: not an icmformer training state (format != {STATE_FORMAT!r})")
-    return state
-
-
-# ------------------------------------------------------------------------------ trainer
-@dataclass
-class TrainState:
-    """Where a run stands: ``step`` optimiser steps done, ``epoch`` epochs completed and
-    ``batch_in_epoch`` batches of the current epoch consumed."""
-
-    epoch: int = 0
-    batch_in_epoch: int = 0
-    step: int = 0
-    images_seen: int = 0
-    train_time_s: float = 0.0
 
 
 class Trainer:
@@ -474,26 +217,45 @@ class Trainer:
             check_data_root(cfg.data)
         self.device = resolve_device(cfg.device, self.info)
         seed_everything(cfg.seed)
+        self.model = self._build_model()
+        # 2. process group (after the checks, so that a bad config fails in every rank alike)
+        self._init_process_group()
+        # 3. data
+        self._set_dataset(dataset)
+        # 4. optimisation
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(params, cfg.optim)
+        self.scheduler, self.step_scheduler = build_scheduler(self.optimizer, cfg.schedule, self.steps_per_epoch)
+        if cfg.zoom.enabled and self.info.distributed:
+            raise ValueError("config key zoom.enabled: zoom-in training runs in one process only (no DDP)")
+        # 5. the state: new, or resumed from the state file
+        self._init_state(resume)
+        self.net: nn.Module = self._wrap_ddp()
+        self._history: list[tuple[int, float, float]] = []
+
+    def _build_model(self) -> nn.Module:
         from icmformer.models.registry import create_model
 
-        self.model = create_model(
-            cfg.model.name, checkpoint=cfg.model.checkpoint or None, pretrained_backbone=cfg.model.pretrained_backbone or None,
-            **dict(cfg.model.overrides),
+        m = self.cfg.model
+        model = create_model(
+            m.name, checkpoint=m.checkpoint or None, pretrained_backbone=m.pretrained_backbone or None, **dict(m.overrides),
         )  # fmt: skip
-        self.model.to(self.device)
+        return model.to(self.device)
 
-        # 2. process group (after the checks, so that a bad config fails in every rank alike)
-        if self.info.distributed and not dist.is_initialized():
-            for var in ("MASTER_ADDR", "MASTER_PORT"):
-                if not os.environ.get(var):
-                    raise ValueError(f"WORLD_SIZE={self.info.world_size} but {var} is not set: launch with torchrun")
-            if self.device.type == "cuda":
-                torch.cuda.set_device(self.device)
-            backend = "nccl" if self.device.type == "cuda" else "gloo"
-            dist.init_process_group(backend=backend, rank=self.info.rank, world_size=self.info.world_size)
-            self._own_process_group = True
+    def _init_process_group(self) -> None:
+        if not self.info.distributed or dist.is_initialized():
+            return
+        for var in ("MASTER_ADDR", "MASTER_PORT"):
+            if not os.environ.get(var):
+                raise ValueError(f"WORLD_SIZE={self.info.world_size} but {var} is not set: launch with torchrun")
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        backend = "nccl" if self.device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, rank=self.info.rank, world_size=self.info.world_size)
+        self._own_process_group = True
 
-        # 3. data
+    def _set_dataset(self, dataset: Any) -> None:
+        cfg = self.cfg
         if dataset is None:
             from icmformer.data.train_datasets import build_train_dataset
 
@@ -509,21 +271,7 @@ class Trainer:
             )
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.grad_accum_steps)
 
-        # 4. optimisation
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = build_optimizer(params, cfg.optim)
-        self.step_scheduler = cfg.schedule.kind == "cosine"
-        if self.step_scheduler:
-            self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-                self.optimizer, partial(cosine_factor, total=self.steps_per_epoch * cfg.schedule.epochs, warmup=int(cfg.schedule.warmup_steps),
-                                        min_ratio=float(cfg.schedule.min_lr_ratio)),
-            )  # fmt: skip
-        else:
-            self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
-                self.optimizer, milestones=list(cfg.schedule.milestones), gamma=float(cfg.schedule.gamma)
-            )
-        if cfg.zoom.enabled and self.info.distributed:
-            raise ValueError("config key zoom.enabled: zoom-in training runs in one process only (no DDP)")
+    def _init_state(self, resume: bool) -> None:
         self.state = TrainState()
         self.state_path = self.output_dir / STATE_FILE
         if self.info.is_main:  # temporary files of a save killed mid-way (SIGKILL) are removed at start
@@ -540,14 +288,13 @@ class Trainer:
         elif self.info.is_main and self.state_path.is_file():
             self._print(f"note: {self.state_path} exists; starting over (pass --resume to continue it)")
 
-        if self.info.distributed:
-            from torch.nn.parallel import DistributedDataParallel
+    def _wrap_ddp(self) -> nn.Module:
+        if not self.info.distributed:
+            return self.model
+        from torch.nn.parallel import DistributedDataParallel
 
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.net: nn.Module = DistributedDataParallel(self.model, device_ids=ids)
-        else:
-            self.net = self.model
-        self._history: list[tuple[int, float, float]] = []
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(self.model, device_ids=ids)
 
     # -------------------------------------------------------------------------- properties
     @property
@@ -596,7 +343,7 @@ class Trainer:
             dist.all_gather_object(gathered, states[0])
             states = gathered
         if self.info.is_main:
-            _atomic_torch_save(self.state_dict(states), path)
+            save_state_file(self.state_dict(states), path)
         return path
 
     def _load(self, path: Path) -> None:
@@ -703,99 +450,122 @@ class Trainer:
                 self._own_process_group = False
 
     def _fit(self) -> dict[str, Any]:
-        cfg, info, st = self.cfg, self.info, self.state
         out = self.output_dir
         if self.is_finished():
             summary_path = out / SUMMARY_FILE
             summary = json.loads(summary_path.read_text()) if summary_path.is_file() else self._summary(0.0, 0, 0.0)
             summary["already_finished"] = True
             return summary
-        if info.is_main:
+        if self.info.is_main:
             out.mkdir(parents=True, exist_ok=True)
             save_config(self.cfg, out / CONFIG_FILE)
-        live = self._open_live() if info.is_main else None
+        live = self._open_live() if self.info.is_main else None
         bar = self._progress_bar()
         self.net.train()
-        t0 = time.perf_counter()
-        time_base = st.train_time_s
-        images_now = 0
-        accum = cfg.grad_accum_steps
-        nb = self.batches_per_epoch
+        self._t0 = time.perf_counter()
+        self._time_base = self.state.train_time_s
+        self._images_now = 0
         stop = False
         try:
             while not stop and not self.is_finished():
-                epoch = st.epoch
-                batches = epoch_batches(self.num_items, cfg.batch_size, cfg.seed, epoch, info.rank, info.world_size)
-                if len(batches) != nb:  # pragma: no cover - defensive
-                    raise RuntimeError(f"epoch {epoch}: {len(batches)} batches, expected {nb}")
-                if hasattr(self.dataset, "set_epoch"):
-                    self.dataset.set_epoch(epoch)
-                group: list[dict[str, float]] = []
-                for b, batch in enumerate(self._loader(batches[st.batch_in_epoch :]), start=st.batch_in_epoch):
-                    g0 = (b // accum) * accum
-                    gsize = min(accum, nb - g0)
-                    last_in_group = b + 1 - g0 == gsize
-                    torch.manual_seed(batch_torch_seed(cfg.seed, epoch, b, info.rank))
-                    rng = batch_rng(cfg.seed, epoch, b, info.rank)
-                    sync = contextlib.nullcontext() if (last_in_group or not info.distributed) else self.net.no_sync()
-                    with sync:
-                        group.append(self.train_batch(batch, rng, loss_scale=1.0 / gsize))
-                    st.batch_in_epoch = b + 1
-                    images_now += cfg.batch_size * info.world_size
-                    st.images_seen += cfg.batch_size * info.world_size
-                    if not last_in_group:
-                        continue
-                    if cfg.optim.clip_grad_norm > 0:
-                        torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(cfg.optim.clip_grad_norm))
-                    self.optimizer.step()
-                    self.optimizer.zero_grad(set_to_none=True)
-                    if self.step_scheduler:
-                        self.scheduler.step()
-                    st.step += 1
-                    loss, iou = self._reduce([float(np.mean([r["loss"] for r in group])), float(np.mean([r["iou"] for r in group]))])
-                    group = []
-                    elapsed = time.perf_counter() - t0
-                    self._after_step(loss, iou, images_now / max(elapsed, 1e-9), live, bar)
-                    if cfg.val.every_steps and st.step % cfg.val.every_steps == 0 and info.is_main:
-                        st.train_time_s = time_base + time.perf_counter() - t0
-                        self.validate()
-                    if self.save_every_steps and st.step % self.save_every_steps == 0:
-                        st.train_time_s = time_base + time.perf_counter() - t0
-                        self.save_state()
-                    if cfg.max_steps > 0 and st.step >= cfg.max_steps:
-                        stop = True
-                        break
-                if st.batch_in_epoch >= nb:
-                    if not self.step_scheduler:
-                        self.scheduler.step()
-                    st.epoch += 1
-                    st.batch_in_epoch = 0
-                    if st.epoch % cfg.checkpoint_interval == 0 and not self.is_finished():
-                        st.train_time_s = time_base + time.perf_counter() - t0
-                        self.save_state()
+                stop = self._run_epoch(live, bar)
         finally:
             if bar is not None:
                 bar.close()
-        wall = time.perf_counter() - t0
-        st.train_time_s = time_base + wall
-        self.save_state()
-        if cfg.val.every_steps and st.step % cfg.val.every_steps and info.is_main:
-            self.validate()
-        summary = self._summary(wall, images_now, images_now / max(wall, 1e-9))
-        if info.is_main:
-            from icmformer.models.checkpoint import save_checkpoint
+        return self._finish(live)
 
-            save_checkpoint(self.model, out / MODEL_FILE, metadata={
-                "train_steps": st.step, "train_epochs": st.epoch, "train_config": self._config_yaml,
-            })  # fmt: skip
-            _atomic_write_text(json.dumps(summary, indent=2) + "\n", out / SUMMARY_FILE)
-            if live is not None:
-                live.make_summary()
-            self._print(
-                f"{'finished' if summary['finished'] else 'stopped'} at step {st.step} (epoch {st.epoch}, batch "
-                f"{st.batch_in_epoch}/{nb}); loss {summary['final_loss']:.4f}, IoU {summary['final_iou']:.3f}, "
-                f"{summary['images_per_s']:.1f} images/s, {wall:.1f} s; outputs in {out}"
-            )
+    def _train_time(self) -> float:
+        """Training seconds of the whole run (earlier sessions included) up to now."""
+        return self._time_base + time.perf_counter() - self._t0
+
+    def _run_epoch(self, live, bar) -> bool:
+        """The rest of epoch ``state.epoch`` (from ``state.batch_in_epoch``); True when ``max_steps`` stopped it."""
+        cfg, info, st = self.cfg, self.info, self.state
+        accum, nb, epoch = cfg.grad_accum_steps, self.batches_per_epoch, st.epoch
+        batches = epoch_batches(self.num_items, cfg.batch_size, cfg.seed, epoch, info.rank, info.world_size)
+        if len(batches) != nb:  # pragma: no cover - defensive
+            raise RuntimeError(f"epoch {epoch}: {len(batches)} batches, expected {nb}")
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+        stop = False
+        group: list[dict[str, float]] = []
+        for b, batch in enumerate(self._loader(batches[st.batch_in_epoch :]), start=st.batch_in_epoch):
+            g0 = (b // accum) * accum
+            gsize = min(accum, nb - g0)
+            last_in_group = b + 1 - g0 == gsize
+            torch.manual_seed(batch_torch_seed(cfg.seed, epoch, b, info.rank))
+            rng = batch_rng(cfg.seed, epoch, b, info.rank)
+            sync = contextlib.nullcontext() if (last_in_group or not info.distributed) else self.net.no_sync()
+            with sync:
+                group.append(self.train_batch(batch, rng, loss_scale=1.0 / gsize))
+            st.batch_in_epoch = b + 1
+            self._images_now += cfg.batch_size * info.world_size
+            st.images_seen += cfg.batch_size * info.world_size
+            if not last_in_group:
+                continue
+            self._optimizer_step(group, live, bar)
+            group = []
+            if cfg.max_steps > 0 and st.step >= cfg.max_steps:
+                stop = True
+                break
+        if st.batch_in_epoch >= nb:
+            self._end_epoch()
+        return stop
+
+    def _optimizer_step(self, group: list[dict[str, float]], live, bar) -> None:
+        """Step the optimiser on the accumulated gradients of ``group``, then log, validate and checkpoint."""
+        cfg, st = self.cfg, self.state
+        if cfg.optim.clip_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(cfg.optim.clip_grad_norm))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.step_scheduler:
+            self.scheduler.step()
+        st.step += 1
+        loss, iou = self._reduce([float(np.mean([r["loss"] for r in group])), float(np.mean([r["iou"] for r in group]))])
+        elapsed = time.perf_counter() - self._t0
+        self._after_step(loss, iou, self._images_now / max(elapsed, 1e-9), live, bar)
+        if cfg.val.every_steps and st.step % cfg.val.every_steps == 0 and self.info.is_main:
+            st.train_time_s = self._train_time()
+            self.validate()
+        if self.save_every_steps and st.step % self.save_every_steps == 0:
+            st.train_time_s = self._train_time()
+            self.save_state()
+
+    def _end_epoch(self) -> None:
+        st = self.state
+        if not self.step_scheduler:
+            self.scheduler.step()
+        st.epoch += 1
+        st.batch_in_epoch = 0
+        if st.epoch % self.cfg.checkpoint_interval == 0 and not self.is_finished():
+            st.train_time_s = self._train_time()
+            self.save_state()
+
+    def _finish(self, live) -> dict[str, Any]:
+        """The end of a session: state, last validation, final weights, summary."""
+        cfg, st, out = self.cfg, self.state, self.output_dir
+        wall = time.perf_counter() - self._t0
+        st.train_time_s = self._time_base + wall
+        self.save_state()
+        if cfg.val.every_steps and st.step % cfg.val.every_steps and self.info.is_main:
+            self.validate()
+        summary = self._summary(wall, self._images_now, self._images_now / max(wall, 1e-9))
+        if not self.info.is_main:
+            return summary
+        from icmformer.models.checkpoint import save_checkpoint
+
+        save_checkpoint(self.model, out / MODEL_FILE, metadata={
+            "train_steps": st.step, "train_epochs": st.epoch, "train_config": self._config_yaml,
+        })  # fmt: skip
+        atomic_write_text(out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+        if live is not None:
+            live.make_summary()
+        self._print(
+            f"{'finished' if summary['finished'] else 'stopped'} at step {st.step} (epoch {st.epoch}, batch "
+            f"{st.batch_in_epoch}/{self.batches_per_epoch}); loss {summary['final_loss']:.4f}, IoU "
+            f"{summary['final_iou']:.3f}, {summary['images_per_s']:.1f} images/s, {wall:.1f} s; outputs in {out}"
+        )
         return summary
 
     def validate(self) -> dict[str, Any]:
@@ -846,7 +616,7 @@ class Trainer:
         resume = self.resumed_from is not None
         live_dir = self.output_dir / DVCLIVE_DIR
         if resume:
-            _truncate_dvclive(live_dir, self.state.step)
+            truncate_dvclive(live_dir, self.state.step)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             live = make_live(live_dir, resume=resume)
@@ -891,67 +661,15 @@ class Trainer:
             "model": cfg.model.name,
             "num_params": nparams,
             "bf16": bool(cfg.bf16),
-            "device": device_description(self.device),
+            "device": describe_device(self.device),
             "torch": torch.__version__,
             "state_file": str(STATE_FILE),
             "model_file": MODEL_FILE,
         }
 
 
-def make_live(live_dir: str | Path, resume: bool = False):
-    """A ``dvclive.Live`` logging to ``live_dir`` with no git or DVC side effects.
 
-    ``save_dvc_exp=False`` and ``dvcyaml=None`` keep it from saving experiments or writing
-    ``dvc.yaml``; in addition, DVCLive 3.49 looks up the DVC repository at start-up and, when
-    there is none, runs ``dvc init`` in the enclosing git repository (creating ``.dvc/`` and
-    staging it in git). The subclass skips that lookup: inside a DVC pipeline stage (``DVC_ROOT``
-    set) it only records that it runs inside one, as DVCLive does; metrics files are written the
-    same way in both cases.
-    """
-    from dvclive import Live
-
-    class _Live(Live):
-        def _init_dvc(self) -> None:  # noqa: D401 - see make_live
-            if os.getenv("DVC_ROOT"):
-                self._inside_dvc_pipeline = True
-                self._inside_dvc_exp = bool(os.getenv("DVC_EXP_BASELINE_REV"))
-            self._save_dvc_exp = False
-            self._dvc_repo = None
-            self._dvc_file = "dvc.yaml"  # never written (dvcyaml=None)
-
-    return _Live(dir=str(live_dir), resume=resume, save_dvc_exp=False, dvcyaml=None, report=None)
-
-
-def _truncate_dvclive(live_dir: Path, step: int) -> None:
-    """Drop metric rows logged after ``step`` (a run that went on past its last checkpoint)."""
-    metrics = live_dir / "plots" / "metrics"
-    if not metrics.is_dir():
-        return
-    for tsv in metrics.rglob("*.tsv"):
-        lines = tsv.read_text().splitlines()
-        if not lines:
-            continue
-        header = lines[0].split("\t")
-        if "step" not in header:
-            continue
-        col = header.index("step")
-        keep = [lines[0]] + [ln for ln in lines[1:] if ln.split("\t")[col].isdigit() and int(ln.split("\t")[col]) <= step]
-        if len(keep) != len(lines):
-            _atomic_write_text("\n".join(keep) + "\n", tsv)
-
-
-def train(
-    cfg: TrainConfig,
-    *,
-    output_dir: str | Path | None = None,
-    resume: bool = False,
-    progress: bool = True,
-    quiet: bool = False,
-    save_every_steps: int = 0,
-    dataset: Any = None,
-) -> dict[str, Any]:
-    """Build a :class:`Trainer` and run it; returns the summary."""
-    return Trainer(
-        cfg, output_dir=output_dir, resume=resume, progress=progress, quiet=quiet, save_every_steps=save_every_steps,
-        dataset=dataset,
-    ).fit()  # fmt: skip
+def train(cfg: TrainConfig, **options: Any) -> dict[str, Any]:
+    """Build a :class:`Trainer` (keyword ``options`` as there: ``output_dir``, ``resume``, ``progress``,
+    ``quiet``, ``save_every_steps``, ``dataset``, ...) and run it; returns the summary."""
+    return Trainer(cfg, **options).fit()
