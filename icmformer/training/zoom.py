@@ -31,6 +31,7 @@ from torch import nn
 from icmformer.evaluation.clicker import Click
 from icmformer.evaluation.roi import update_roi
 from icmformer.training.iterative import add_next_clicks, sample_num_iters
+from icmformer.training.step import compact_clicks
 
 Roi = tuple[int, int, int, int]
 
@@ -92,9 +93,7 @@ def update_rois(
 
 
 def _predict(model: nn.Module, image: torch.Tensor, clicks: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
-    keep = (clicks[..., 2] != -1).any(dim=0)
-    clicks = clicks[:, keep] if bool(keep.any()) else clicks[:, :1]
-    return model.predict_clicks(model.encode_image(image), clicks, prev, allow_outside_clicks=True)
+    return model.predict_clicks(model.encode_image(image), compact_clicks(clicks), prev, allow_outside_clicks=True)
 
 
 def zoom_iterative_forward(
