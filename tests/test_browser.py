@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.serving import stop_process
+
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = REPO / "results" / "browser" / "annotate.png"
@@ -107,12 +109,7 @@ def lab(tmp_path):
         wait_http(f"{url}/api/status", proc, log)
         yield url, root
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc)
 
 
 def canvas_pixels(locator) -> np.ndarray:
