@@ -10,7 +10,8 @@ official evaluation predictor (zoom-in + horizontal flip) around each model vari
   attention, ``inference_mode``, low-resolution head fusion; on CUDA also bf16 autocast
   (and ``torch.compile`` with ``compile=True``);
 - ``fast`` (CPU, opt-in): ``optimised`` with int8 dynamic quantisation of the Linear layers;
-- ``bf16`` (CPU): ``optimised`` under bf16 autocast (oneDNN; AMX tiles where the CPU has them);
+- ``bf16`` (CPU, opt-in): ``optimised`` under bf16 autocast with the Linear / Conv weights cast to
+  bf16 once (oneDNN; AMX tiles where the CPU has them; :func:`icmformer.models.fast.to_bf16`);
 - ``onnx`` (CPU): the model exported with ``icmformer export-onnx`` (to a temporary folder) and
   run by onnxruntime through the same protocol core (:class:`~icmformer.deploy.onnx_backend.OnnxBackend`).
 
@@ -147,27 +148,6 @@ class _PeakMemory:
         return False
 
 
-class _Autocast(torch.nn.Module):
-    """Runs a model's encode/predict under bf16 autocast (CUDA) and returns fp32 logits."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    @property
-    def default_input_size(self) -> int:
-        return self.model.default_input_size
-
-    def encode_image(self, image):
-        with torch.autocast(image.device.type, dtype=torch.bfloat16):
-            return self.model.encode_image(image)
-
-    def predict_clicks(self, state, clicks, prev_mask=None, allow_outside_clicks=False):
-        with torch.autocast(clicks.device.type, dtype=torch.bfloat16):
-            out = self.model.predict_clicks(state, clicks, prev_mask, allow_outside_clicks=allow_outside_clicks)
-        return out.float()
-
-
 class _Recorder(torch.nn.Module):
     """Delegates to a model and keeps every logits tensor it returns (agreement pass)."""
 
@@ -190,7 +170,7 @@ class _Recorder(torch.nn.Module):
 
 
 def build_variants(model: torch.nn.Module, device: torch.device, modes, compile: bool = False) -> dict:
-    from icmformer.models.fast import NaiveForward, quantize_int8
+    from icmformer.models.fast import AutocastBf16, NaiveForward, quantize_int8, to_bf16
 
     variants = {}
     for mode in modes:
@@ -202,7 +182,7 @@ def build_variants(model: torch.nn.Module, device: torch.device, modes, compile:
             if device.type == "cuda":
                 if compile:
                     opt.backbone = torch.compile(opt.backbone)
-                opt = _Autocast(opt)
+                opt = AutocastBf16(opt)
             variants[mode] = opt
         elif mode == "fast":
             if device.type != "cpu":
@@ -212,9 +192,7 @@ def build_variants(model: torch.nn.Module, device: torch.device, modes, compile:
         elif mode == "bf16":
             if device.type != "cpu":  # on CUDA ``optimised`` already runs under bf16 autocast
                 continue
-            opt = model.to(device).eval().set_fused_attention(True)
-            opt.head.low_res_fusion = True
-            variants[mode] = _Autocast(opt)
+            variants[mode] = to_bf16(model.cpu())
         elif mode == "onnx":
             if device.type != "cpu":
                 continue

@@ -8,7 +8,7 @@ import torch
 
 from icmformer.cli import main as cli
 from icmformer.models.clicks import clicks_to_tensor
-from icmformer.models.fast import NaiveForward, quantize_int8
+from icmformer.models.fast import AutocastBf16, NaiveForward, make_fast, quantize_int8, to_bf16
 from icmformer.models.registry import create_model, tiny_overrides
 
 TINY = tiny_overrides("icmformer_vit_base_448")
@@ -64,6 +64,39 @@ def test_int8_fast_mode_refuses_non_cpu_models():
         meta = create_model("icmformer_vit_base_448", **TINY)
     with pytest.raises(ValueError, match="CPU"):
         quantize_int8(meta)
+
+
+def test_bf16_fast_mode_casts_weights_once_and_matches_plain_autocast():
+    model, image, clicks, prev = model_and_inputs()
+    model.set_fused_attention(True)
+    model.head.low_res_fusion = True
+    fast = to_bf16(model)
+    assert fast.quantized == "bf16-autocast" and fast.precast
+    layers = [m for m in fast.model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
+    assert layers and all(m.weight.dtype == torch.bfloat16 for m in layers)
+    # norms stay fp32, and the original model is untouched
+    assert all(m.weight.dtype == torch.float32 for m in fast.model.modules() if isinstance(m, torch.nn.LayerNorm))
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    with torch.inference_mode():
+        exact = model(image, clicks, prev)
+        plain = AutocastBf16(model)(image, clicks, prev)
+        pre = fast(image, clicks, prev)
+    assert pre.dtype == torch.float32 and pre.shape == exact.shape
+    scale = exact.abs().max().item()
+    assert (pre - plain).abs().max().item() <= 0.02 * scale + 1e-3  # bf16 kernel rounding only
+    assert 0 < (pre - exact).abs().max().item() < 0.1 * scale + 1e-2  # really bf16, still close
+
+
+def test_make_fast_names_its_modes():
+    model, *_ = model_and_inputs()
+    assert make_fast(model, "int8").quantized == "int8-dynamic"
+    assert make_fast(model, "bf16").quantized == "bf16-autocast"
+    with pytest.raises(ValueError, match="unknown fast mode 'fp8'; choose from int8, bf16"):
+        make_fast(model, "fp8")
+    with torch.device("meta"):
+        meta = create_model("icmformer_vit_base_448", **TINY)
+    with pytest.raises(ValueError, match="CPU"):
+        to_bf16(meta)
 
 
 def test_benchmark_side_by_side_on_a_tiny_model():

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+
+import pytest
 import subprocess
 import sys
 
@@ -55,21 +57,28 @@ def test_untrained_model_smoke_run(shared_data, tmp_path):
     assert len(read_records(out / "records.jsonl")) == 2
 
 
-def test_fast_mode_runs_the_same_protocol_and_is_recorded(shared_data, tmp_path):
+@pytest.mark.parametrize("flag,recorded", [(["--fast"], "int8-dynamic"), (["--fast", "bf16"], "bf16-autocast")])
+def test_fast_mode_runs_the_same_protocol_and_is_recorded(shared_data, tmp_path, flag, recorded):
     runs = {}
     for mode in ("exact", "fast"):
         out = tmp_path / mode
         argv = ["evaluate", "--model", "icmformer_vit_tiny_224", "--datasets", "GrabCut", "--data-root", str(shared_data),
                 "--out", str(out), "--limit", "1", "--max-clicks", "3", "--quiet", "--device", "cpu", "--no-flip"]
-        assert main(argv + (["--fast"] if mode == "fast" else [])) == 0
+        assert main(argv + (flag if mode == "fast" else [])) == 0
         runs[mode] = json.loads((out / "summary.json").read_text())
-    assert runs["fast"]["config"].get("fast") == "int8-dynamic" and "fast" not in runs["exact"]["config"]
+    assert runs["fast"]["config"].get("fast") == recorded and "fast" not in runs["exact"]["config"]
     # the same protocol: the first click (the object's centre) does not depend on the model; the
-    # masks differ (an untrained model's logits sit near the threshold, so int8 noise flips pixels:
-    # NoC agreement is measured with a trained model, see README "Speed")
+    # masks differ (an untrained model's logits sit near the threshold, so int8 / bf16 noise flips
+    # pixels: NoC agreement is measured with a trained model, see README "Speed")
     rec_e, rec_f = (read_records(tmp_path / m / "records.jsonl")[0] for m in ("exact", "fast"))
     assert rec_e["clicks"][0] == rec_f["clicks"][0] and rec_e["n_clicks"] == rec_f["n_clicks"] == 3
-    assert rec_e["ious"] != rec_f["ious"]  # the quantised model really ran
+    assert rec_e["ious"] != rec_f["ious"]  # the fast model really ran
+
+
+def test_unknown_fast_mode_is_a_one_line_usage_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["evaluate", "--model", "icmformer_vit_tiny_224", "--fast", "fp8"])
+    assert e.value.code == 2 and "invalid choice: 'fp8'" in capsys.readouterr().err
 
 
 def test_grabcut_path_does_not_import_torch():

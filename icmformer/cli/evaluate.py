@@ -53,8 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "SPC is then wall time / clicks and SPC-method the batch call time / instances in the batch",
     )
     parser.add_argument(
-        "--fast", action="store_true",
-        help="model, CPU: the opt-in fast mode (int8 dynamic quantisation of the Linear layers), to compare its NoC with exact mode",
+        "--fast", nargs="?", const="int8", choices=("int8", "bf16"),
+        help="model, CPU: an opt-in fast mode, to compare its NoC with exact mode: int8 (the default of a bare --fast: "
+        "dynamic quantisation of the Linear layers) or bf16 (autocast with bf16 Linear/Conv weights, AMX where the CPU has it)",
     )
     parser.add_argument("--limit", type=int, help="only the first N images of each dataset (quick runs)")
     parser.add_argument("--no-resume", action="store_true", help="start over instead of resuming the records in --out")

@@ -42,13 +42,14 @@ def model_method(
     model: str | None = None,
     pretrained: bool = False,
     device: str | None = None,
-    fast: bool = False,
+    fast: bool | str = False,
     onnx: str | Path | None = None,
 ):
     """A model method for each of ``datasets``: exactly one of ``checkpoint`` (a file),
     ``model`` (a registry name; its shipped weights with ``pretrained``, else seeded untrained
     weights) or ``onnx`` (an ``icmformer export-onnx`` folder, run by onnxruntime on the CPU).
-    ``fast``: the int8 CPU mode. ``device`` defaults to CUDA when available."""
+    ``fast``: a CPU fast mode of :data:`icmformer.models.fast.FAST_MODES` (``"int8"`` or
+    ``"bf16"``; ``True`` means ``"int8"``). ``device`` defaults to CUDA when available."""
     if onnx is not None:
         if checkpoint or model or fast or device not in (None, "cpu"):
             raise ValueError("--onnx DIR evaluates an ONNX export on the CPU; do not combine it with --checkpoint, --model, --fast or --device")
@@ -75,12 +76,15 @@ def model_method(
     # a resumed run must use the same weights (icmformer.evaluation.records checks it)
     what["weights_sha256"] = weights_fingerprint(net)
     if fast:
-        if dev.type != "cpu":
-            raise ValueError("--fast (int8 dynamic quantisation) runs on the CPU; use --device cpu")
-        from icmformer.models.fast import quantize_int8
+        from icmformer.models.fast import FAST_MODES, make_fast
 
-        net = quantize_int8(net)
-        what["fast"] = "int8-dynamic"
+        mode = "int8" if fast is True else str(fast)
+        if mode not in FAST_MODES:
+            raise ValueError(f"unknown --fast mode {mode!r}; choose from {', '.join(FAST_MODES)}")
+        if dev.type != "cpu":
+            raise ValueError(f"--fast {mode} is a CPU mode; use --device cpu")
+        net = make_fast(net, mode)
+        what["fast"] = net.quantized
     base = int(net.default_input_size)
     factories = {n: ModelMethod(net, device=dev, **protocol.predictor_options(n, base)) for n in datasets}
     config = {
