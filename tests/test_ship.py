@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from icmformer.models.checkpoint import read_metadata, save_checkpoint
-from icmformer.models.factory import create_model, list_models
+from icmformer.models.factory import create_model, list_models, load_checkpoint
 from icmformer.pipeline.ship import cpu_hours, main, read_val_log, ship
 
 SMALL = dict(embed_dim=32, depth=2, num_heads=2, img_size=64, neck_dims=(8, 16, 32, 64), head_channels=16, stem_channels=8)
@@ -44,7 +44,7 @@ def test_ship_writes_fp16_weights_that_load_as_pretrained(tmp_path, monkeypatch)
     meta = read_metadata(w)
     assert meta["dtype"] == "float16" and json.loads(meta["train_steps"]) == 20
     assert (tmp_path / "res" / "val_curve.png").stat().st_size > 1000
-    assert read_val_log(tmp_path / "res" / "val.jsonl") == _rows()
+    assert read_val_log(tmp_path / "res" / "val.jsonl") == [{**r, "phase": 1} for r in _rows()]
     monkeypatch.setenv("ICMFORMER_WEIGHTS_DIR", str(tmp_path / "weights"))
     assert "icmformer_vit_demo_224" in list_models(pretrained=True)
     shipped = create_model("icmformer_vit_demo_224", pretrained=True, **SMALL).eval()
@@ -74,3 +74,35 @@ def test_ship_keeps_float32_by_default(tmp_path, monkeypatch):
     shipped = create_model("icmformer_vit_demo_224", pretrained=True, **SMALL)
     for (k, v), (_, w) in zip(model.state_dict().items(), shipped.state_dict().items()):
         assert torch.equal(v, w), k
+
+
+def test_ship_joins_the_phases_of_one_model(tmp_path):
+    first, _ = _run(tmp_path)
+    (first / "train_summary.json").write_text(json.dumps({"steps": 20, "images_seen": 160, "train_time_s_total": 4500.0}))
+    second = tmp_path / "run2"
+    model2 = create_model("icmformer_vit_demo_224", **SMALL)
+    save_checkpoint(model2, second / "model.safetensors")
+    (second / "val.jsonl").write_text(json.dumps({**_rows()[1], "step": 5, "images_seen": 40, "train_time_s": 100.0,
+                                                  "noc90": 12.0, "seconds": 50.0}) + "\n")  # fmt: skip
+    (second / "train_summary.json").write_text(json.dumps({"steps": 5, "images_seen": 40, "train_time_s_total": 160.0}))
+    out = ship([first, second], weights_dir=tmp_path / "w", results_dir=tmp_path / "r")
+    assert out["phases"] == 2 and out["val_rows"] == 3
+    rows = read_val_log(tmp_path / "r" / "val.jsonl")
+    # the second phase continues the first's counts: steps, images and time from the first start
+    assert [(r["phase"], r["step"], r["images_seen"], r["train_time_s"]) for r in rows] == [
+        (1, 10, 80, 1800.0), (1, 20, 160, 4200.0), (2, 25, 200, 4600.0)]
+    summary = json.loads((tmp_path / "r" / "train_summary.json").read_text())
+    assert (summary["steps"], summary["images_seen"], summary["train_time_s_total"]) == (25, 200, 4660.0)
+    # CPU-hours leave out the 600 + 300 + 50 s of validation; 2 threads
+    assert summary["cpu_hours"] == pytest.approx(round((4660 - 950) * 2 / 3600, 2))
+    assert len(summary["per_phase"]) == 2
+    meta = read_metadata(tmp_path / "w" / "icmformer_vit_demo_224.safetensors")
+    assert json.loads(meta["train_steps"]) == 25 and json.loads(meta["phases"]) == 2
+    # the weights are the last phase's
+    shipped = load_checkpoint(tmp_path / "w" / "icmformer_vit_demo_224.safetensors")
+    for (k, v), (_, w) in zip(model2.state_dict().items(), shipped.state_dict().items()):
+        assert torch.equal(v, w), k
+    # the CLI takes the phases as repeated --run
+    assert main(["--run", str(first), "--run", str(second), "--weights-dir", str(tmp_path / "w2"),
+                 "--results", str(tmp_path / "r2")]) == 0  # fmt: skip
+    assert len(read_val_log(tmp_path / "r2" / "val.jsonl")) == 3

@@ -1,20 +1,21 @@
 """Ship a trained run as the package's demo weights, and plot its validation curve.
 
-``python -m icmformer.pipeline.ship --run results/runs/demo_model`` (the frozen ``demo_model``
-stage of ``dvc.yaml``):
+``python -m icmformer.pipeline.ship --run results/runs/demo_model [--run results/runs/demo_model_2 ...]``
+(the frozen ``demo_model`` stage of ``dvc.yaml``). Several ``--run`` are the phases of one model,
+in order: each phase started from the previous phase's weights (``model.checkpoint=``).
 
-1. loads ``<run>/model.safetensors`` and writes it (float32; float16 with ``--fp16``) to
+1. loads the last run's ``model.safetensors`` and writes it (float32; float16 with ``--fp16``) to
    ``icmformer/weights/<model name>.safetensors`` (what ``create_model(name, pretrained=True)``
-   loads), with the run's step count, images seen and training time in the metadata;
-2. copies the run's validation log (``val.jsonl``: NoC / mIoU on held-out BSDS val during
-   training) and summary to ``results/demo_model/``;
+   loads), with the steps, images seen and training time of all phases in the metadata;
+2. writes the validation log of all phases (``val.jsonl``: NoC / mIoU on held-out BSDS val during
+   training; steps, images and time counted from the start of the first phase, ``phase`` 1, 2, ...)
+   and the phases' summaries (``train_summary.json``) to ``results/demo_model/``;
 3. draws ``results/demo_model/val_curve.png``: validation NoC@85 / NoC@90 against CPU-hours.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -58,6 +59,10 @@ def plot_val_curve(rows: list[dict], out: str | Path, title: str = "") -> Path:
 
     x = cpu_hours(rows)
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    starts = [x[i] for i in range(1, len(rows)) if rows[i].get("phase", 1) != rows[i - 1].get("phase", 1)]
+    for ax in (a, b):
+        for j, s in enumerate(starts):
+            ax.axvline(s, color="0.6", ls="--", lw=1, label="next phase (from the previous weights)" if j == 0 and ax is a else None)
     a.plot(x, [r["noc85"] for r in rows], "o-", label="NoC@85")
     a.plot(x, [r["noc90"] for r in rows], "s-", label="NoC@90")
     a.set_xlabel("CPU-hours of training")
@@ -82,41 +87,68 @@ def plot_val_curve(rows: list[dict], out: str | Path, title: str = "") -> Path:
     return out
 
 
-def ship(run: str | Path, weights_dir: str | Path | None = None, results_dir: str | Path = "results/demo_model",
+def combine_phases(runs: list[Path]) -> tuple[list[dict], dict]:
+    """The validation rows of all phases with steps, images and time counted from the start of the
+    first (each row gains ``phase``), and a summary: totals and each phase's own summary."""
+    rows, phases = [], []
+    steps = images = seconds = 0.0
+    for i, run in enumerate(runs, start=1):
+        part = read_val_log(run / VAL_FILE)
+        path = run / "train_summary.json"
+        summary = json.loads(path.read_text()) if path.is_file() else {}
+        for r in part:
+            rows.append({**r, "phase": i, "step": int(steps + r["step"]), "images_seen": int(images + r["images_seen"]),
+                         "train_time_s": round(seconds + float(r["train_time_s"]), 1)})  # fmt: skip
+        last = part[-1]
+        steps += summary.get("steps", last["step"])
+        images += summary.get("images_seen", last["images_seen"])
+        seconds += float(summary.get("train_time_s_total", last["train_time_s"]))
+        phases.append({"run": str(run), **summary})
+    threads = int(rows[-1].get("threads", 1))
+    val_seconds = sum(float(r.get("seconds", 0.0)) for r in rows)  # validation time is not training
+    total = {"phases": len(runs), "steps": int(steps), "images_seen": int(images), "train_time_s_total": round(seconds, 1),
+             "cpu_hours": round(max(seconds - val_seconds, 0.0) * threads / 3600, 2)}  # fmt: skip
+    if len(runs) == 1:
+        return rows, {**phases[0], **{k: v for k, v in total.items() if k not in phases[0]}}
+    return rows, {**total, "per_phase": phases}
+
+
+def ship(run: str | Path | list, weights_dir: str | Path | None = None, results_dir: str | Path = "results/demo_model",
          fp16: bool = False) -> dict:  # fmt: skip
-    """Steps 1-3 of the module docstring; returns what was written."""
+    """Steps 1-3 of the module docstring for one run or the phases ``[run1, run2, ...]`` of one
+    model (the weights are the last phase's); returns what was written."""
     import torch
 
     from icmformer.models.checkpoint import save_checkpoint
     from icmformer.models.factory import load_checkpoint, weights_dir as default_weights_dir
 
-    run = Path(run)
-    src = run / "model.safetensors"
+    runs = [Path(r) for r in (run if isinstance(run, (list, tuple)) else [run])]
+    if not runs:
+        raise ValueError("no run given")
+    src = runs[-1] / "model.safetensors"
     if not src.is_file():
         raise ValueError(f"{src}: no trained weights (run `icmformer train` first)")
     model = load_checkpoint(src)
-    summary_path = run / "train_summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    rows = read_val_log(run / VAL_FILE)
+    rows, summary = combine_phases(runs)
     if fp16:
         model = model.to(torch.float16)
     out_dir = Path(weights_dir) if weights_dir is not None else default_weights_dir()
     dst = out_dir / f"{model.name}.safetensors"
-    meta = {"train_steps": summary.get("steps", rows[-1]["step"]), "images_seen": rows[-1]["images_seen"],
-            "train_time_s": rows[-1]["train_time_s"], "dtype": "float16" if fp16 else "float32"}  # fmt: skip
+    meta = {"train_steps": summary["steps"], "images_seen": summary["images_seen"],
+            "train_time_s": summary["train_time_s_total"], "phases": len(runs), "dtype": "float16" if fp16 else "float32"}  # fmt: skip
     save_checkpoint(model, dst, metadata=meta)
     res = Path(results_dir)
     res.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(run / VAL_FILE, res / VAL_FILE)
-    if summary_path.is_file():
-        shutil.copyfile(summary_path, res / "train_summary.json")
+    (res / VAL_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (res / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     png = plot_val_curve(rows, res / "val_curve.png", title=f"{model.name}: held-out BSDS val during training")
-    return {"weights": str(dst), "bytes": dst.stat().st_size, "val_rows": len(rows), "plot": str(png)}
+    return {"weights": str(dst), "bytes": dst.stat().st_size, "val_rows": len(rows), "phases": len(runs), "plot": str(png)}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m icmformer.pipeline.ship", description=__doc__.splitlines()[0])
-    p.add_argument("--run", required=True, help="the training run folder (model.safetensors, val.jsonl)")
+    p.add_argument("--run", required=True, action="append",
+                   help="a training run folder (model.safetensors, val.jsonl); repeat for the phases of one model, in order")
     p.add_argument("--weights-dir", help="where the shipped weights go (default: icmformer/weights/)")
     p.add_argument("--results", default="results/demo_model", help="where the validation log and plot go")
     p.add_argument("--fp16", action="store_true", help="store float16 weights (half the size; default float32)")
