@@ -73,6 +73,7 @@ class BenchResult:
     notes: list[str] = field(default_factory=list)
     cpu: dict = field(default_factory=dict)
     kernels: dict = field(default_factory=dict)
+    flops: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -272,6 +273,10 @@ def run_benchmark(
                       input_size=model.default_input_size, instance=source, clicks_per_instance=clicks,
                       repeats=repeats)  # fmt: skip
     _record_kernels(res, variants, image, dev)
+    from icmformer.models.complexity import encode_decode_flops
+
+    enc, dec = encode_decode_flops(model, (res.input_size, res.input_size))
+    res.flops = {"encode_gflops": enc / 1e9, "decode_gflops": dec / 1e9, "exact_floor": dec / (enc + dec)}
 
     # ---- agreement: the same clicks through naive and optimised
     if "naive" in variants and "optimised" in variants:
@@ -371,6 +376,11 @@ def format_table(res: BenchResult) -> str:
     lines.append("")
     lines.append("SPC: median seconds of the model call per click; ratio: SPC / naive SPC; off. SPC: whole loop incl. "
                  "click simulation / clicks (the official script's SPC); inst/s: 20-click instances per second")  # fmt: skip
+    if res.flops:
+        f = res.flops
+        lines.append(f"FLOPs per network input: image branch {f['encode_gflops']:.1f} G (once per crop), the rest "
+                     f"{f['decode_gflops']:.1f} G (every click): an exact mode at naive's FLOP rate cannot go below "
+                     f"{f['exact_floor']:.2f}x naive")  # fmt: skip
     if res.cpu:
         lines.append(f"CPU flags: {' '.join(res.cpu.get('flags', [])) or '-'}; torch CPU capability {res.cpu.get('torch_cpu_capability')}, "
                      f"quantised engine {res.cpu.get('quantized_engine')}")  # fmt: skip

@@ -113,6 +113,12 @@ def test_benchmark_side_by_side_on_a_tiny_model():
         assert m.instances_per_s > 0 and m.throughput_extrapolated
     assert res.agreement["max_abs_logit_diff"] < 1e-4
     assert res.instance.startswith("synthetic")
+    f = res.flops
+    assert f["encode_gflops"] > 0 and f["exact_floor"] == pytest.approx(
+        f["decode_gflops"] / (f["encode_gflops"] + f["decode_gflops"]))
+    from icmformer.benchmark import format_table
+
+    assert f"cannot go below {f['exact_floor']:.2f}x naive" in format_table(res)
 
 
 def test_bench_cli_json(tmp_path, capsys):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from icmformer.cli import main as cli
-from icmformer.models.complexity import complexity, count_flops, count_parameters, thop_count
+from icmformer.models.complexity import complexity, count_flops, count_parameters, encode_decode_flops, thop_count
 from icmformer.models.registry import create_model
 
 
@@ -47,6 +47,20 @@ def test_our_flops_count_attention_and_convolutions():
     b = count_flops(m, (224, 224))
     assert a == b > 0
     assert count_flops(m, (448, 448)) > 3.5 * a  # ~4x the tokens, attention grows faster
+
+
+def test_encode_and_decode_flops_add_up_to_the_forward():
+    with torch.device("meta"):
+        vit = create_model("icmformer_vit_base_448")
+    enc, dec = encode_decode_flops(vit, (448, 448))
+    assert enc + dec == count_flops(vit, (448, 448))
+    # the image branch is the 6 shared blocks on X: a quarter of the forward, so an exact mode
+    # that caches it cannot go below ~0.74x of the naive full forward at the same FLOP rate
+    assert 0.70 < dec / (enc + dec) < 0.78
+    cpu = create_model("icmformer_vit_tiny_224").eval()
+    enc2, dec2 = encode_decode_flops(cpu, (224, 224))
+    assert enc2 > 0 and dec2 > enc2
+    assert all(p.device.type == "cpu" for p in cpu.parameters())  # counted on a meta copy
 
 
 @pytest.mark.parametrize(

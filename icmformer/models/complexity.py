@@ -99,6 +99,26 @@ def _count_official_mhattention(module: nn.Module, inputs: tuple, output) -> Non
     module.total_ops += torch.DoubleTensor([macs])
 
 
+def encode_decode_flops(model: nn.Module, size: tuple[int, int]) -> tuple[int, int]:
+    """FLOPs of the image branch (``encode_image``: run once per crop by our predictor) and of the
+    rest (``predict_from_maps``: run at every click), counted on a meta-device copy of ``model``.
+
+    ``decode / (encode + decode)`` is the floor of an exact mode's seconds per click relative to the
+    naive full forward at the same FLOP rate (the encode cached at every click)."""
+    import copy
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    meta = copy.deepcopy(model).to("meta").eval() if model.device.type != "meta" else model
+    image, maps = _inputs(size, "meta")
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as enc:
+            state = meta.encode_image(image)
+        with FlopCounterMode(display=False) as dec:
+            meta.predict_from_maps(state, maps)
+    return int(enc.get_total_flops()), int(dec.get_total_flops())
+
+
 def thop_count(model: nn.Module, size: tuple[int, int], official_attention: bool = True) -> tuple[float, float]:
     """(MACs, params) as thop 0.1.1 counts them (see the module docstring)."""
     import contextlib
