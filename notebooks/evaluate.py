@@ -33,6 +33,7 @@ stop_at_target = False
 device = "cpu"
 davis_target_size = 0  # 0: 1.5x the model input size (the official 672 for 448)
 limit = 0  # images per dataset, 0: all
+batch_size = 1  # instances evaluated together (same results; faster for small models)
 
 # %%
 import matplotlib.pyplot as plt
@@ -47,7 +48,8 @@ protocol = DEFAULT_PROTOCOL.with_(
     davis_target_size=int(davis_target_size) or None,
 )
 model_options = dict(checkpoint=checkpoint, device=device) if method == "model" else {}
-summary = evaluate(dataset, data_root, out_dir, method, protocol, limit=int(limit) or None, progress=False, **model_options)
+summary = evaluate(dataset, data_root, out_dir, method, protocol, batch_size=int(batch_size), limit=int(limit) or None,
+                   progress=False, **model_options)
 
 # %%
 import pandas as pd
