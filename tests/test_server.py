@@ -198,7 +198,7 @@ def test_bad_input_gets_a_4xx_with_one_line_and_the_server_lives(server, client)
     ls["tasks"][0]["data"]["image"] = "https://example.org/a.png"
     ls["params"]["context"]["result"][0]["value"]["x"] = 5
     r = client.post(url + "/predict", json=ls)
-    assert r.status_code == 422 and "URL" in r.json()["error"]
+    assert r.status_code == 422 and "--label-studio-url" in r.json()["error"]
     assert client.get(url + "/health").json()["status"] == "UP"
     assert proc.poll() is None
 
@@ -287,3 +287,87 @@ def test_memory_stays_bounded_over_50_images(checkpoint, client):
         grew_mb = (rss[1] - rss[0]) / 2**20
         print(f"\nserver RSS after 10 images {rss[0] / 2**20:.0f} MB, after 50 {rss[1] / 2**20:.0f} MB (+{grew_mb:.0f} MB)")
         assert grew_mb < 60
+
+
+class _FakeLabelStudio:
+    """A local HTTP server standing in for Label Studio's file store: ``/data/upload/...`` answers
+    with the registered bytes when the request carries ``Authorization: Token <token>``."""
+
+    def __init__(self, files: dict, token: str) -> None:
+        import http.server
+        import threading
+
+        seen = self.seen = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                seen.append((self.path, self.headers.get("Authorization")))
+                if self.headers.get("Authorization") != f"Token {token}":
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                body = files.get(self.path)
+                self.send_response(200 if body is not None else 404)
+                self.end_headers()
+                if body is not None:
+                    self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_label_studio_image_urls_are_fetched_from_label_studio_only(checkpoint, client, monkeypatch):
+    import base64
+
+    image = noise_image(5)
+    ls = _FakeLabelStudio({"/data/upload/3/cat.png": base64.b64decode(png_b64(image))}, token="s3cret")
+    ctx = [{"type": "keypointlabels", "is_positive": True, "value": {"x": 50.0, "y": 50.0, "keypointlabels": ["Cat"]}}]
+    expected = expected_masks(checkpoint, image, [(64, 48, True)])[0]
+
+    def body(src):
+        return {"tasks": [{"id": 1, "data": {"image": src}}], "label_config": LS_CONFIG,
+                "params": {"context": {"result": ctx}}}  # fmt: skip
+
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "s3cret")  # the key travels by environment, not argv
+    try:
+        with running_server("--checkpoint", str(checkpoint), "--label-studio-url", ls.url + "/") as (url, proc):
+            for src in ("/data/upload/3/cat.png", ls.url + "/data/upload/3/cat.png"):  # relative and absolute
+                r = client.post(url + "/predict", json=body(src))
+                assert r.status_code == 200, r.text
+                res = r.json()["results"][0]["result"][0]
+                assert np.array_equal(decode_mask(res["value"]["rle"], 96, 128), expected)
+            assert ls.seen[-1] == ("/data/upload/3/cat.png", "Token s3cret")
+            n = len(ls.seen)
+            cases = [
+                ("/data/upload/3/missing.png", 422, "HTTP 404"),
+                ("https://example.org/cat.png", 422, "fetches images from Label Studio only"),
+                ("http://127.0.0.1:1/data/upload/3/cat.png", 422, "not on --label-studio-url"),
+            ]
+            for src, status, words in cases:
+                r = client.post(url + "/predict", json=body(src))
+                assert r.status_code == status and words in r.json()["error"] and "\n" not in r.json()["error"], r.text
+            assert len(ls.seen) == n + 1  # only the Label Studio URL was fetched, no foreign host
+            assert proc.poll() is None
+        monkeypatch.setenv("LABEL_STUDIO_API_KEY", "wrong")
+        with running_server("--checkpoint", str(checkpoint), "--label-studio-url", ls.url) as (url, _):
+            r = client.post(url + "/predict", json=body("/data/upload/3/cat.png"))
+            assert r.status_code == 422 and "HTTP 401" in r.json()["error"]
+    finally:
+        ls.close()
+
+
+def test_label_studio_url_must_be_http():
+    from icmformer.deploy.server import LabelStudioImages
+
+    with pytest.raises(ValueError, match="--label-studio-url must be an http"):
+        LabelStudioImages("ftp://host/x")
+    with pytest.raises(Exception, match="start the server with --label-studio-url"):
+        LabelStudioImages(None).fetch("/data/upload/1/a.png")

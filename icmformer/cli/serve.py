@@ -14,6 +14,7 @@ port actually bound, also for ``--port 0``). Endpoints and request formats: READ
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import sys
 import warnings
@@ -39,6 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label-studio-from-name", help="Label Studio: BrushLabels name (default: from label_config, else 'tag')")
     parser.add_argument("--label-studio-to-name", help="Label Studio: Image name (default: from label_config, else 'image')")
     parser.add_argument("--label-studio-image-key", help="Label Studio: task.data field of the image (default: 'image')")
+    parser.add_argument("--label-studio-url", default=os.environ.get("LABEL_STUDIO_URL"),
+                        help="Label Studio: fetch task images given as URLs (/data/upload/...) from this instance, "
+                        "e.g. http://localhost:8080 (default: $LABEL_STUDIO_URL; without it images must be inline)")
+    parser.add_argument("--label-studio-api-key", default=os.environ.get("LABEL_STUDIO_API_KEY"),
+                        help="Label Studio: API token sent with those fetches (default: $LABEL_STUDIO_API_KEY; "
+                        "prefer the variable, a flag shows in the process list)")
     parser.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
 
 
@@ -87,17 +94,19 @@ def load_interactor(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from icmformer.deploy.server import create_app
+    from icmformer.deploy.server import LabelStudioImages, create_app
 
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port must be in 0..65535, got {args.port}")
     if args.max_image_pixels < 0:
         raise ValueError(f"--max-image-pixels must be >= 0 (0: no limit), got {args.max_image_pixels}")
+    images = LabelStudioImages(args.label_studio_url, args.label_studio_api_key, max_bytes=max(args.max_image_pixels * 4, 2**20)
+                               if args.max_image_pixels else 512 * 2**20)  # fmt: skip
     interactor, info = load_interactor(args)
     version = f"icmformer-{info['backend']}-{info.get('model')}"
     app = create_app(interactor, model_version=version, info=info,
                      label_studio_names=(args.label_studio_from_name, args.label_studio_to_name),
-                     label_studio_image_key=args.label_studio_image_key)  # fmt: skip
+                     label_studio_image_key=args.label_studio_image_key, label_studio_images=images)  # fmt: skip
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

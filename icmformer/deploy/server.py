@@ -16,6 +16,10 @@ Endpoints (JSON in, JSON out; coordinates at the boundary are ``x, y`` pixels, c
 ``POST /setup``           Label Studio's handshake: ``{model_version}``
 ========================  =======================================================================
 
+Label Studio sends a task's image as a URL (``/data/upload/...``, relative to Label Studio) unless
+it is inline (``data:image/...;base64,...``): with ``--label-studio-url`` (and its API key) the server
+fetches such images from that Label Studio, and only from it (:class:`LabelStudioImages`).
+
 Without a ``session`` field, ``/cvat`` uses the image's own session (keyed by the image's
 content) and ``/predict`` one per task and image; either way successive clicks reuse the image
 encoding and the previous probability map (see :mod:`icmformer.deploy.service`). Bad input gets a
@@ -26,6 +30,9 @@ from __future__ import annotations
 
 import re
 import traceback
+import urllib.error
+import urllib.parse
+import urllib.request
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -79,7 +86,57 @@ def _brush_control(label_config: object, override: tuple[str | None, str | None]
     return from_name or "tag", to_name or "image", labels
 
 
-def _task_image(interactor: Interactor, task: dict, key: str | None):
+class LabelStudioImages:
+    """Fetches task images from one Label Studio instance (``base_url``, e.g. ``http://host:8080``).
+
+    A relative URL (``/data/upload/3/a.png``) is joined to ``base_url``; an absolute one must lie
+    under it (the server fetches from Label Studio only, never from arbitrary hosts). The API key
+    goes along as ``Authorization: Token <key>``. Responses over ``max_bytes`` are refused (413)."""
+
+    def __init__(self, base_url: str | None, api_key: str | None = None, timeout: float = 20.0,
+                 max_bytes: int = 64 * 2**20) -> None:  # fmt: skip
+        self.base = None
+        if base_url:
+            parts = urllib.parse.urlsplit(base_url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError(f"--label-studio-url must be an http(s) URL such as http://localhost:8080, got {base_url!r}")
+            self.base = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+        self.api_key = api_key or None
+        self.timeout = float(timeout)
+        self.max_bytes = int(max_bytes)
+
+    def resolve(self, url: str) -> str:
+        """The absolute URL to fetch for a task's image ``url``; a ``RequestError`` if it is not
+        Label Studio's (or no ``--label-studio-url`` is set)."""
+        if self.base is None:
+            raise RequestError("task.data image is a URL; start the server with --label-studio-url (and "
+                               "LABEL_STUDIO_API_KEY) to fetch it, or send images inline (data:image/...;base64,...)")  # fmt: skip
+        if url.startswith("//"):
+            url = urllib.parse.urlsplit(self.base).scheme + ":" + url
+        elif url.startswith("/"):
+            url = self.base + url
+        if not (url == self.base or url.startswith(self.base + "/")):
+            raise RequestError(f"task image URL {url[:200]} is not on --label-studio-url {self.base}; "
+                               "this server fetches images from Label Studio only")  # fmt: skip
+        return url
+
+    def fetch(self, url: str) -> bytes:
+        full = self.resolve(url)
+        req = urllib.request.Request(full, headers={"Authorization": f"Token {self.api_key}"} if self.api_key else {})
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                data = resp.read(self.max_bytes + 1)
+        except urllib.error.HTTPError as e:
+            raise RequestError(f"task image {full[:200]}: Label Studio answered HTTP {e.code} {e.reason}") from None
+        except (urllib.error.URLError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise RequestError(f"task image {full[:200]}: cannot reach Label Studio ({reason})", status=502) from None
+        if len(data) > self.max_bytes:
+            raise RequestError(f"task image {full[:200]}: more than {self.max_bytes} bytes", status=413)
+        return data
+
+
+def _task_image(interactor: Interactor, task: dict, key: str | None, images: LabelStudioImages | None = None):
     data = task.get("data")
     if not isinstance(data, dict) or not data:
         raise RequestError("task.data: expected an object holding the image")
@@ -95,7 +152,7 @@ def _task_image(interactor: Interactor, task: dict, key: str | None):
                 raise RequestError("task.data: cannot tell which field is the image; name it 'image'")
             value = strings[0]
     if isinstance(value, str) and re.match(r"^(https?:)?/", value):
-        raise RequestError("task.data image is a URL; this server takes images inline (data:image/...;base64,...)")
+        return interactor.image((images or LabelStudioImages(None)).fetch(value))
     return interactor.image_b64(value, "task image")
 
 
@@ -129,8 +186,9 @@ def _keypoint_clicks(results: list, size: tuple[int, int]):
 
 # ------------------------------------------------------------------------------ the app
 def create_app(interactor: Interactor, model_version: str = "icmformer", label_studio_names: tuple = (None, None),
-               label_studio_image_key: str | None = None, info: dict | None = None):  # fmt: skip
-    """The FastAPI application serving ``interactor``."""
+               label_studio_image_key: str | None = None, info: dict | None = None,
+               label_studio_images: LabelStudioImages | None = None):  # fmt: skip
+    """The FastAPI application serving ``interactor`` (task image URLs fetched by ``label_studio_images``)."""
     from fastapi import Body, FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
@@ -247,7 +305,7 @@ def create_app(interactor: Interactor, model_version: str = "icmformer", label_s
                 continue
             if not isinstance(results, list):
                 raise RequestError("context.result: expected a list of keypoint results")
-            image = _task_image(interactor, task, label_studio_image_key)
+            image = _task_image(interactor, task, label_studio_image_key, label_studio_images)
             clicks, label = _keypoint_clicks(results, image.size)
             if not clicks:
                 raise RequestError("context.result: no keypointlabels click")
