@@ -253,10 +253,13 @@ def test_tables_are_written_with_their_profile(tmp_path):
     comp = [{"model": "m", "input_size": [448, 448], "params_m": 1.0, "paper_params_m": 0.9, "reported_params_m": 0.9,
              "gflops": 2.0, "paper_gflops": 2.1, "reported_gflops": 2.0}]  # fmt: skip
     bench = [{"model": "m", "input_size": 448, "device": "cpu", "device_name": "cpu X",
-              "modes": [{"mode": "naive", "spc_s": 2.0, "ratio_to_naive": 1.0}, {"mode": "optimised", "spc_s": 1.5, "ratio_to_naive": 0.75}]}]  # fmt: skip
+              "modes": [{"mode": "naive", "spc_s": 2.0, "ratio_to_naive": 1.0}, {"mode": "optimised", "spc_s": 1.5, "ratio_to_naive": 0.75},
+                        {"mode": "bf16", "spc_s": 0.5, "ratio_to_naive": 0.25}]}]  # fmt: skip
     t3 = table_complexity(comp, bench).iloc[0]
     assert t3["GFLOPs diff % (conv. vs paper)"] == 5.0
     assert t3["SPC ratio CPU optimised/naive"] == 0.75 and t3["CPU device"] == "cpu X"
+    assert t3["SPC s CPU bf16"] == 0.5 and t3["SPC ratio CPU bf16/naive"] == 0.25  # every measured mode is shown
+    assert "SPC s CPU fast" not in t3 and "SPC ratio CPU naive/naive" not in t3
     vit = [{**comp[0], "model": "icmformer_vit_base_448"}]
     row = table_complexity(vit, []).iloc[0]
     assert row["SPC s paper (A40 GPU)"] == reference.paper_complexity("iCMFormer", "ViT-B", "spc") / 1000

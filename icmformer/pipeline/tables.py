@@ -230,11 +230,12 @@ def table_complexity(complexity: Sequence[Mapping], bench: Sequence[Mapping]) ->
                 continue
             dev = "GPU" if b["device"] == "cuda" else "CPU"
             modes = {m["mode"]: m for m in b["modes"]}
-            for mode in ("naive", "optimised", "fast"):
-                if mode in modes:
-                    rec[f"SPC s {dev} {mode}"] = round(modes[mode]["spc_s"], 3)
-            if "optimised" in modes and "naive" in modes:
-                rec[f"SPC ratio {dev} optimised/naive"] = round(modes["optimised"]["ratio_to_naive"], 2)
+            for mode in modes:  # as measured: naive, optimised, fast (int8), bf16, onnx
+                rec[f"SPC s {dev} {mode}"] = round(modes[mode]["spc_s"], 3)
+            if "naive" in modes:
+                for mode in modes:
+                    if mode != "naive" and modes[mode].get("ratio_to_naive") is not None:
+                        rec[f"SPC ratio {dev} {mode}/naive"] = round(modes[mode]["ratio_to_naive"], 2)
             rec[f"{dev} device"] = b["device_name"]
         spc = _paper_complexity(c["model"], "spc")
         rec["SPC s paper (A40 GPU)"] = NA if spc is None else round(spc / 1000.0, 3)
