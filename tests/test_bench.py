@@ -1,6 +1,7 @@
 """Benchmark machinery: naive path, int8 fast mode, the side-by-side run and its CLI."""
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -8,7 +9,7 @@ import torch
 
 from icmformer.cli import main as cli
 from icmformer.models.clicks import clicks_to_tensor
-from icmformer.models.fast import AutocastBf16, NaiveForward, make_fast, quantize_int8, to_bf16
+from icmformer.models.fast import AutocastBf16, Float32Head, NaiveForward, make_fast, quantize_int8, to_bf16
 from icmformer.models.registry import create_model, tiny_overrides
 
 TINY = tiny_overrides("icmformer_vit_base_448")
@@ -72,8 +73,11 @@ def test_bf16_fast_mode_casts_weights_once_and_matches_plain_autocast():
     model.head.low_res_fusion = True
     fast = to_bf16(model)
     assert fast.quantized == "bf16-autocast" and fast.precast
+    assert fast.fp32_head and isinstance(fast.model.head, Float32Head) and fast.model.head.low_res_fusion
+    head = set(fast.model.head.modules())
     layers = [m for m in fast.model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
-    assert layers and all(m.weight.dtype == torch.bfloat16 for m in layers)
+    assert layers and all(m.weight.dtype == torch.bfloat16 for m in layers if m not in head)
+    assert any(m in head for m in layers) and all(m.weight.dtype == torch.float32 for m in layers if m in head)
     # norms stay fp32, and the original model is untouched
     assert all(m.weight.dtype == torch.float32 for m in fast.model.modules() if isinstance(m, torch.nn.LayerNorm))
     assert all(p.dtype == torch.float32 for p in model.parameters())
@@ -85,6 +89,26 @@ def test_bf16_fast_mode_casts_weights_once_and_matches_plain_autocast():
     scale = exact.abs().max().item()
     assert (pre - plain).abs().max().item() <= 0.02 * scale + 1e-3  # bf16 kernel rounding only
     assert 0 < (pre - exact).abs().max().item() < 0.1 * scale + 1e-2  # really bf16, still close
+
+
+def test_bf16_head_runs_in_fp32_inside_autocast():
+    model, image, clicks, prev = model_and_inputs()
+    wrapped = Float32Head(copy.deepcopy(model.head).eval())
+    seen = []
+    hook = model.head.register_forward_pre_hook(lambda mod, args: seen.append(args[0]))
+    with torch.inference_mode():
+        model(image, clicks, prev)
+        hook.remove()
+        feats = seen[0]
+        low = [f.to(torch.bfloat16) for f in feats]
+        ref = model.head([f.float() for f in low])  # fp32 head on the bf16-rounded features
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = wrapped(low)
+            plain = model.head(low)  # what autocast would do without the wrapper
+    assert out.dtype == torch.float32 and torch.equal(out, ref)
+    assert plain.dtype == torch.bfloat16 and not torch.equal(plain.float(), ref)
+    with pytest.raises(ValueError, match="fp32_head needs precast"):
+        AutocastBf16(model, fp32_head=True)
 
 
 def test_make_fast_names_its_modes():
