@@ -12,6 +12,7 @@ import torch
 from icmformer.data.train_datasets import FolderTrainDataset, MixedTrainDataset
 from icmformer.evaluation.clicker import Click
 from icmformer.evaluation.roi import get_object_roi, map_clicks, update_roi
+from icmformer.models.factory import DEFAULT_PRETRAINED_MODEL
 from icmformer.models.icmformer import ImageState
 from icmformer.models.registry import create_model, get_config
 from icmformer.training.config import config_from_dict
@@ -76,6 +77,34 @@ def test_conv_stem_config_errors_name_the_field(override, key):
 
 
 # ------------------------------------------------------------------------------ zoom-in views
+def test_weights_of_one_input_size_load_into_the_same_network_at_another(tmp_path):
+    """Our checkpoints load into the same registry network at another input size (the shipped
+    icmformer_vit_demo_320 was fine-tuned from the 224 model's weights): the position embedding
+    is resized to the new token grid exactly as the 224 model resizes it for a 320 px input, so
+    both give the same logits; a file of the model's own size loads unchanged."""
+    from icmformer.models.checkpoint import save_checkpoint
+    from icmformer.models.factory import load_weights
+
+    assert get_config("icmformer_vit_demo_320").img_size == 320
+    assert get_config("icmformer_vit_demo_320").replace(img_size=224) == get_config("icmformer_vit_demo_224")
+    torch.manual_seed(0)
+    small = create_model("icmformer_vit_demo_224", **SMALL_DEMO).eval()  # 64 px: a 4x4 token grid
+    torch.nn.init.normal_(small.backbone.pos_embed, std=0.5)
+    save_checkpoint(small, tmp_path / "w.safetensors")
+    big = create_model("icmformer_vit_demo_224", **{**SMALL_DEMO, "img_size": 96}).eval()  # 6x6 grid
+    load_weights(big, tmp_path / "w.safetensors")
+    assert big.backbone.pos_embed.shape[1] == 36
+    image, clicks = torch.rand(1, 3, 96, 96), torch.tensor([[[40.0, 50.0, 1.0]]])
+    with torch.no_grad():
+        assert torch.equal(big(image, clicks), small(image, clicks))  # the 64 px model, fed 96 px
+    same = create_model("icmformer_vit_demo_224", **SMALL_DEMO)
+    load_weights(same, tmp_path / "w.safetensors")
+    assert torch.equal(same.backbone.pos_embed, small.backbone.pos_embed)
+    other = create_model("icmformer_vit_demo_224", **{**SMALL_DEMO, "embed_dim": 48, "img_size": 96})
+    with pytest.raises(ValueError, match="shape mismatches"):  # another width still fails in one message
+        load_weights(other, tmp_path / "w.safetensors")
+
+
 def test_view_clicks_match_the_evaluation_mapping():
     clicks = [Click(True, (50, 70)), Click(False, (10, 3)), Click(True, (120, 90))]
     roi = (20, 139, 30, 129)
@@ -221,7 +250,7 @@ def test_shipped_model_improves_from_click_one_to_click_two(shared_data):
     from icmformer.models.factory import list_models
     from icmformer.training.validate import validate_model
 
-    name = "icmformer_vit_demo_224"
+    name = DEFAULT_PRETRAINED_MODEL
     if name not in list_models(pretrained=True):
         pytest.fail(f"{name} ships no weights: icmformer/weights/{name}.safetensors is missing")
     bsds = shared_data / "BSDS_train"
@@ -241,7 +270,7 @@ def test_fresh_install_segments_with_the_shipped_model_by_default(tmp_path, caps
 
     from icmformer.cli import main
 
-    assert "icmformer_vit_demo_224" in icmformer.list_models(pretrained=True)
+    assert DEFAULT_PRETRAINED_MODEL in icmformer.list_models(pretrained=True)
     img = np.full((120, 160, 3), 40, np.uint8)
     img[30:90, 50:120] = (220, 200, 30)  # a yellow box on a dark ground
     Image.fromarray(img).save(tmp_path / "box.png")

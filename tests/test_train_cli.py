@@ -100,6 +100,18 @@ def test_two_step_run_outputs_and_resume_of_finished_run(config_file, tmp_path, 
     assert summary["steps"] == 3 and summary["resumed_from_step"] == 2
 
 
+def test_resume_if_exists_starts_a_new_run_then_continues_it(config_file, tmp_path, capsys):
+    """The pipeline's demo_model stage trains with --resume-if-exists: on a fresh machine it starts
+    (plain --resume would fail there), after a stop it continues from the saved state."""
+    out = tmp_path / "run"
+    args = ["train", "--config", str(config_file), "--output-dir", str(out), "--resume-if-exists", "--quiet"]
+    assert main([*args, "max_steps=1"]) == 0
+    assert json.loads((out / "train_summary.json").read_text())["steps"] == 1
+    assert main([*args, "max_steps=2"]) == 0
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["steps"] == 2 and summary["resumed_from_step"] == 1
+
+
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_no_git_or_dvc_side_effects(config_file, tmp_path, monkeypatch):
     """Run inside a git repository without DVC: DVCLive must not `dvc init` or stage anything."""

@@ -5,6 +5,7 @@ Examples::
     icmformer train --config configs/demo.yaml
     icmformer train --config configs/demo.yaml max_steps=20 optim.lr=3e-4 --output-dir /tmp/run
     icmformer train --config configs/demo.yaml --output-dir /tmp/run --resume     # continue a run
+    icmformer train --config configs/demo.yaml --output-dir /tmp/run --resume-if-exists  # continue or start
     torchrun --nproc_per_node 4 -m icmformer.cli train --config configs/paper_vit_base_448_cocolvis.yaml
 
 Writes to the output folder (``output_dir`` of the config, or ``--output-dir``): ``config.yaml``
@@ -27,6 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", metavar="DIR", help="output folder (overrides the config's output_dir)")
     parser.add_argument("--resume", action="store_true", help="continue from <output_dir>/checkpoints/last.pt")
     parser.add_argument(
+        "--resume-if-exists", action="store_true",
+        help="continue from <output_dir>/checkpoints/last.pt if it exists, else start a new run (pipeline stages: a killed stage goes on where it stopped)",
+    )  # fmt: skip
+    parser.add_argument(
         "--save-every-steps", type=int, default=0, metavar="N",
         help="also write the training state every N optimiser steps (default: only per checkpoint_interval epochs and at the end)",
     )  # fmt: skip
@@ -38,7 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from icmformer.training.config import load_config
-    from icmformer.training.trainer import SUMMARY_FILE, Trainer
+    from pathlib import Path
+
+    from icmformer.training.trainer import STATE_FILE, SUMMARY_FILE, Trainer
 
     bad = [o for o in args.overrides if "=" not in o]
     if bad:
@@ -49,8 +56,9 @@ def run(args: argparse.Namespace) -> int:
     from icmformer.cli.errors import check_writable_dir
 
     check_writable_dir(cfg.output_dir, "--output-dir" if args.output_dir else "output_dir")  # before data and model
+    resume = args.resume or (args.resume_if_exists and (Path(cfg.output_dir) / STATE_FILE).is_file())
     trainer = Trainer(
-        cfg, resume=args.resume, progress=not args.quiet, quiet=args.quiet, save_every_steps=args.save_every_steps,
+        cfg, resume=resume, progress=not args.quiet, quiet=args.quiet, save_every_steps=args.save_every_steps,
     )  # fmt: skip
     summary = trainer.fit()
     if summary.get("already_finished"):

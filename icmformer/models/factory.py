@@ -128,10 +128,27 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     """Load weights from our format or an official checkpoint into ``model`` (strict)."""
     path = existing_file(path)
     if is_safetensors(path):
-        state, source = read_state(path), "icmformer"
+        state, source = _fit_pos_embed(read_state(path), model), "icmformer"
     else:
         state, source = convert_official_state_dict(read_official(path)[0], model), "official"
     load_state_dict_strict(model, state, f"{path} ({source} layout)")
+
+
+def _fit_pos_embed(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """``state`` with its ViT position embedding resized (bicubic) to ``model``'s token grid when
+    both are square grids of another size, e.g. weights trained at 224 px loaded into the same
+    network at 320 px; every other tensor, and an embedding of the model's own size, is untouched."""
+    key = "backbone.pos_embed"
+    own = model.state_dict().get(key)
+    pos = state.get(key)
+    if own is None or pos is None or pos.shape == own.shape or pos.ndim != 3 or pos.shape[::2] != own.shape[::2]:
+        return state
+    old, new = round(pos.shape[1] ** 0.5), round(own.shape[1] ** 0.5)
+    if old * old != pos.shape[1] or new * new != own.shape[1]:
+        return state
+    from icmformer.models.vit import resize_pos_embed
+
+    return {**state, key: resize_pos_embed(pos, (old, old), (new, new))}
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device | None = None, **overrides: Any):

@@ -9,7 +9,8 @@ icmformer_vit_huge_448         official ViT-H config (patch 14, 16 shared + 6 cr
 icmformer_swin_base_384        the paper's Swin-B@384: 4 cross blocks (paper text, Table 3), window 12
 icmformer_swin_small_224       Swin-S@224: 8 cross blocks (official), window 7 (official SBD config)
 icmformer_vit_tiny_224         a small plain model for CPU demos and tests (not in the paper)
-icmformer_vit_demo_224         the shipped CPU demo model: tiny ViT + conv stem (not in the paper)
+icmformer_vit_demo_224         a CPU demo model: tiny ViT + conv stem at 224 px (not in the paper)
+icmformer_vit_demo_320         the shipped CPU demo model: the same network at 320 px (not in the paper)
 icmformer_swin_tiny_224        a small hierarchical model for CPU demos and tests (not in the paper)
 =============================  =====================================================================
 """
@@ -43,6 +44,12 @@ MODEL_CONFIGS: dict[str, ICMFormerConfig] = {
     # 1/4-resolution features join the neck (sharper boundaries), trained from scratch on CPU
     "icmformer_vit_demo_224": ICMFormerConfig(
         img_size=224, embed_dim=192, depth=6, num_heads=3, window_size=None, num_cross_blocks=1,
+        neck_dims=(32, 64, 128, 256), head_channels=64, stem="conv", stem_channels=64,
+    ),
+    # the same network at 320 px (20x20 tokens): trained at 224, then fine-tuned at 320, where
+    # boundaries (NoC@90) come out sharper; its weights load into the 224 model and back
+    "icmformer_vit_demo_320": ICMFormerConfig(
+        img_size=320, embed_dim=192, depth=6, num_heads=3, window_size=None, num_cross_blocks=1,
         neck_dims=(32, 64, 128, 256), head_channels=64, stem="conv", stem_channels=64,
     ),
     "icmformer_swin_tiny_224": ICMFormerConfig(
