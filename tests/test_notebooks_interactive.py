@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from icmformer.models.checkpoint import save_checkpoint
+from icmformer.models.factory import DEFAULT_PRETRAINED_MODEL
 from icmformer.models.registry import create_model, tiny_overrides
 
 pm = pytest.importorskip("papermill")
@@ -90,7 +91,8 @@ def test_annotate_replays_exports_and_resumes(checkpoints, tmp_path):
 def test_annotate_uses_the_shipped_model_by_default(tmp_path):
     nb = execute("annotate", tmp_path, output_dir=str(tmp_path / "o"), clicks=[[60, 60, True]])
     text, _ = outputs(nb)
-    assert "model: icmformer_vit_demo_224, checkpoint: " in text and "icmformer_vit_demo_224.safetensors" in text
+    name = DEFAULT_PRETRAINED_MODEL
+    assert f"model: {name}, checkpoint: " in text and f"{name}.safetensors" in text
     assert "UNTRAINED" not in text and "replayed 1 click(s) on 1 object(s)" in text
 
 

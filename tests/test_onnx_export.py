@@ -13,9 +13,10 @@ from icmformer.cli import main as cli  # noqa: E402
 from icmformer.deploy.onnx_backend import OnnxBackend, OnnxState, read_export_metadata  # noqa: E402
 from icmformer.deploy.onnx_export import PARITY_TOLERANCE, example_inputs, export_onnx  # noqa: E402
 from icmformer.evaluation.predictor import Predictor  # noqa: E402
+from icmformer.models.factory import DEFAULT_PRETRAINED_MODEL  # noqa: E402
 from icmformer.models.registry import create_model, tiny_overrides  # noqa: E402
 
-DEMO = "icmformer_vit_demo_224"
+DEMO = DEFAULT_PRETRAINED_MODEL  # the shipped demo model
 
 
 def tiny(name="icmformer_vit_base_448", seed=0):
@@ -193,14 +194,18 @@ def test_shipped_model_gives_identical_masks_on_a_grabcut_instance(shipped, shar
 
         def record(clicks, fn=fn, seen=seen):
             prob = fn(clicks)
-            seen.append(prob > 0.49)
+            seen.append(prob)
             return prob
 
         res = evaluate_sample(sample.masks[0], record, max_clicks=5)
         masks[name] = (seen, [tuple(c.coords) for c in res.clicks])
     assert masks["torch"][1] == masks["onnx"][1]  # the same simulated clicks ...
     for a, b in zip(masks["torch"][0], masks["onnx"][0]):
-        assert np.array_equal(a, b)  # ... and the same mask after every click
+        # ... and the same mask after every click, except pixels whose probability sits on the 0.49
+        # threshold within the export's float tolerance (a logit diff d moves a probability by <= d/4)
+        differ = (a > 0.49) != (b > 0.49)
+        assert differ.sum() <= 10, differ.sum()
+        assert np.all(np.abs(a[differ] - 0.49) <= PARITY_TOLERANCE / 4), a[differ]
 
 
 def test_evaluate_cli_with_the_onnx_backend(cli_export, tmp_path, shared_data, capsys):

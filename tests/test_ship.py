@@ -106,3 +106,20 @@ def test_ship_joins_the_phases_of_one_model(tmp_path):
     assert main(["--run", str(first), "--run", str(second), "--weights-dir", str(tmp_path / "w2"),
                  "--results", str(tmp_path / "r2")]) == 0  # fmt: skip
     assert len(read_val_log(tmp_path / "r2" / "val.jsonl")) == 3
+
+
+def test_every_shipped_model_has_a_model_card():
+    """Each icmformer/weights/NAME.safetensors has NAME.md beside it, naming the model, its training
+    data's research-use licences and the command that retrains it."""
+    from icmformer.models.factory import weights_dir
+
+    names = list_models(pretrained=True)
+    assert names, f"no shipped weights in {weights_dir()}"
+    for name in names:
+        card = weights_dir() / f"{name}.md"
+        assert card.is_file(), f"{card} is missing"
+        text = card.read_text()
+        assert f"`{name}`" in text and "BSDS500" in text and "research" in text
+        assert "icmformer train --config" in text and "pipeline.ship" in text
+        meta = read_metadata(weights_dir() / f"{name}.safetensors")
+        assert meta["model"] == name, meta

@@ -3,7 +3,7 @@
 Examples::
 
     icmformer export-onnx --checkpoint results/runs/vit/model.safetensors --out export/vit
-    icmformer export-onnx --model icmformer_vit_demo_224 --pretrained --out export/demo
+    icmformer export-onnx --model icmformer_vit_demo_320 --pretrained --out export/demo
     icmformer export-onnx --model icmformer_vit_base_448 --out export/vitb    # untrained: timing / parity only
 
 Writes ``encoder.onnx``, ``decoder.onnx`` and ``icmformer_onnx.json`` (model, input size,

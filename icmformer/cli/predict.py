@@ -28,7 +28,7 @@ from icmformer.cli.common import add_image_limit_argument, apply_image_limit
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", help="model checkpoint (.safetensors of ours, or an official isegm .pth)")
-    parser.add_argument("--model", help="registry model name: untrained weights (prints a warning) unless --pretrained or --checkpoint is given too; default (no --checkpoint): the shipped demo model icmformer_vit_demo_224 with its weights")
+    parser.add_argument("--model", help="registry model name: untrained weights (prints a warning) unless --pretrained or --checkpoint is given too; default (no --checkpoint): the shipped demo model icmformer_vit_demo_320 with its weights")
     parser.add_argument("--pretrained", action="store_true", help="with --model: the weights shipped with the package")
     parser.add_argument("--image", required=True, help="the image file")
     parser.add_argument("--click", action="append", default=[], metavar="Y,X,+|-", help="a click: row, column, + or - (repeat, in order)")

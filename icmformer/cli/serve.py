@@ -3,7 +3,7 @@
 Examples::
 
     icmformer serve --checkpoint results/runs/vit/model.safetensors --port 8000
-    icmformer serve --model icmformer_vit_demo_224 --pretrained --port 8000
+    icmformer serve --model icmformer_vit_demo_320 --pretrained --port 8000
     icmformer serve --onnx export/demo --port 8000          # onnxruntime, from icmformer export-onnx
     icmformer serve --model icmformer_vit_tiny_224 --port 0  # untrained smoke test on a free port
 

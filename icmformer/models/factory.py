@@ -39,7 +39,7 @@ from icmformer.models.registry import list_models as _registry_names
 
 WEIGHTS_ENV = "ICMFORMER_WEIGHTS_DIR"
 #: the model whose shipped weights the CLI and the annotation notebook use by default
-DEFAULT_PRETRAINED_MODEL = "icmformer_vit_demo_224"
+DEFAULT_PRETRAINED_MODEL = "icmformer_vit_demo_320"
 PACKAGE_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
 
