@@ -388,3 +388,13 @@ def test_ddp_two_processes_gloo(tmp_path):
     # the weights moved: different from the common initialisation
     init = Trainer(config_from_dict(tiny_config_dict(data, tmp_path / "init")), quiet=True).model.state_dict()
     assert any(not torch.equal(init[k], p0[k]) for k in p0)
+
+
+def test_resume_takes_true_false_or_if_exists(tmp_path):
+    """``resume="if_exists"`` starts a run where there is no state (``True`` fails there, see
+    test_cli_errors); any other value is refused, naming it."""
+    data = make_folder_dataset(tmp_path / "data", n=4)
+    cfg = config_from_dict(tiny_config_dict(data, tmp_path / "out", max_steps=1))
+    assert Trainer(cfg, resume="if_exists", progress=False, quiet=True).state.step == 0
+    with pytest.raises(ValueError, match="'yes'"):
+        Trainer(cfg, resume="yes", progress=False, quiet=True)

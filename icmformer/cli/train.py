@@ -43,9 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from icmformer.training.config import load_config
-    from pathlib import Path
-
-    from icmformer.training.trainer import STATE_FILE, SUMMARY_FILE, Trainer
+    from icmformer.training.trainer import SUMMARY_FILE, Trainer
 
     bad = [o for o in args.overrides if "=" not in o]
     if bad:
@@ -56,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from icmformer.cli.errors import check_writable_dir
 
     check_writable_dir(cfg.output_dir, "--output-dir" if args.output_dir else "output_dir")  # before data and model
-    resume = args.resume or (args.resume_if_exists and (Path(cfg.output_dir) / STATE_FILE).is_file())
+    resume = True if args.resume else "if_exists" if args.resume_if_exists else False
     trainer = Trainer(
         cfg, resume=resume, progress=not args.quiet, quiet=args.quiet, save_every_steps=args.save_every_steps,
     )  # fmt: skip

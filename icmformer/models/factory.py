@@ -135,20 +135,21 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
 
 
 def _fit_pos_embed(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
-    """``state`` with its ViT position embedding resized (bicubic) to ``model``'s token grid when
-    both are square grids of another size, e.g. weights trained at 224 px loaded into the same
-    network at 320 px; every other tensor, and an embedding of the model's own size, is untouched."""
+    """``state`` with its ViT position embedding (a square grid) resized bicubically to ``model``'s
+    token grid when the two differ, e.g. weights trained at 224 px loaded into the same network at
+    320 px, exactly as the model resizes it for another input at run time; every other tensor, and
+    an embedding of the model's own size, is untouched."""
     key = "backbone.pos_embed"
-    own = model.state_dict().get(key)
-    pos = state.get(key)
-    if own is None or pos is None or pos.shape == own.shape or pos.ndim != 3 or pos.shape[::2] != own.shape[::2]:
+    backbone = getattr(model, "backbone", None)
+    own, pos = getattr(backbone, "pos_embed", None), state.get(key)
+    if own is None or pos is None or pos.shape == own.shape or pos.ndim != 3 or pos.shape[2] != own.shape[2]:
         return state
-    old, new = round(pos.shape[1] ** 0.5), round(own.shape[1] ** 0.5)
-    if old * old != pos.shape[1] or new * new != own.shape[1]:
+    side = round(pos.shape[1] ** 0.5)
+    if side * side != pos.shape[1]:
         return state
     from icmformer.models.vit import resize_pos_embed
 
-    return {**state, key: resize_pos_embed(pos, (old, old), (new, new))}
+    return {**state, key: resize_pos_embed(pos, (side, side), backbone.grid)}
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device | None = None, **overrides: Any):

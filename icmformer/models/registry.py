@@ -22,6 +22,10 @@ from icmformer.models.config import ICMFormerConfig
 
 _SWIN = dict(backbone="swin", patch_size=4, depths=(2, 2, 18, 2), shared_stages=2, cross_num_heads=8, drop_path_rate=0.2)
 
+#: the demo network (conv stem + 6 blocks, global attention), registered at two input sizes
+_DEMO = dict(embed_dim=192, depth=6, num_heads=3, window_size=None, num_cross_blocks=1,
+             neck_dims=(32, 64, 128, 256), head_channels=64, stem="conv", stem_channels=64)  # fmt: skip
+
 MODEL_CONFIGS: dict[str, ICMFormerConfig] = {
     "icmformer_vit_base_448": ICMFormerConfig(),
     "icmformer_vit_large_448": ICMFormerConfig(embed_dim=1024, depth=24, num_heads=16, neck_dims=(192, 384, 768, 1536)),
@@ -42,16 +46,10 @@ MODEL_CONFIGS: dict[str, ICMFormerConfig] = {
     ),
     # the shipped CPU demo model (not in the paper): a tiny ViT with a convolutional stem whose
     # 1/4-resolution features join the neck (sharper boundaries), trained from scratch on CPU
-    "icmformer_vit_demo_224": ICMFormerConfig(
-        img_size=224, embed_dim=192, depth=6, num_heads=3, window_size=None, num_cross_blocks=1,
-        neck_dims=(32, 64, 128, 256), head_channels=64, stem="conv", stem_channels=64,
-    ),
-    # the same network at 320 px (20x20 tokens): trained at 224, then fine-tuned at 320, where
-    # boundaries (NoC@90) come out sharper; its weights load into the 224 model and back
-    "icmformer_vit_demo_320": ICMFormerConfig(
-        img_size=320, embed_dim=192, depth=6, num_heads=3, window_size=None, num_cross_blocks=1,
-        neck_dims=(32, 64, 128, 256), head_channels=64, stem="conv", stem_channels=64,
-    ),
+    "icmformer_vit_demo_224": ICMFormerConfig(**_DEMO, img_size=224),
+    # the same network at 320 px (20x20 tokens over the same crop): trained on 224 px views, run at
+    # 320, where boundaries (NoC@90) come out sharper; its weights load into the 224 model and back
+    "icmformer_vit_demo_320": ICMFormerConfig(**_DEMO, img_size=320),
     "icmformer_swin_tiny_224": ICMFormerConfig(
         **{**_SWIN, "cross_num_heads": 2, "depths": (2, 2, 2, 2)}, img_size=224, embed_dim=32,
         stage_heads=(1, 2, 4, 8), window_size=7, num_cross_blocks=1, head_channels=64,

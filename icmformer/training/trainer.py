@@ -173,7 +173,8 @@ class Trainer:
     Args:
         cfg: a validated :class:`~icmformer.training.config.TrainConfig`.
         output_dir: where outputs go (default ``cfg.output_dir``).
-        resume: continue from ``<output_dir>/checkpoints/last.pt`` if it exists.
+        resume: ``True``: continue from ``<output_dir>/checkpoints/last.pt`` (an error if there is
+            none); ``"if_exists"``: continue from it if it exists, else start a new run.
         progress: show a tqdm bar (rank 0, only on a TTY).
         quiet: no progress bar and no log lines.
         save_every_steps: also checkpoint every N optimiser steps (``0``: off).
@@ -191,7 +192,7 @@ class Trainer:
         cfg: TrainConfig,
         *,
         output_dir: str | Path | None = None,
-        resume: bool = False,
+        resume: bool | str = False,
         progress: bool = True,
         quiet: bool = False,
         save_every_steps: int = 0,
@@ -271,17 +272,19 @@ class Trainer:
             )
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.grad_accum_steps)
 
-    def _init_state(self, resume: bool) -> None:
+    def _init_state(self, resume: bool | str) -> None:
         self.state = TrainState()
         self.state_path = self.output_dir / STATE_FILE
         if self.info.is_main:  # temporary files of a save killed mid-way (SIGKILL) are removed at start
             from icmformer.filesafety import clean_stale_tmp
 
             clean_stale_tmp(self.state_path)
+        if resume not in (False, True, "if_exists"):
+            raise ValueError(f"resume must be True, False or 'if_exists', got {resume!r}")
         if resume:
             if self.state_path.is_file():
                 self._load(self.state_path)
-            else:
+            elif resume != "if_exists":
                 raise FileNotFoundError(
                     f"--resume: no training state at {self.state_path}; run without --resume to start a new run"
                 )
