@@ -17,6 +17,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "convert-official": ("icmformer.cli.convert", "convert an official iCMFormer (isegm) checkpoint to our safetensors format"),
     "evaluate": ("icmformer.cli.evaluate", "NoC/NoF/mIoU/SPC evaluation with the standard click simulation"),
     "train": ("icmformer.cli.train", "iterative click training from a YAML config"),
+    "validate": ("icmformer.cli.validate", "NoC of weights on a held-out training split (never the benchmarks), side by side"),
     "predict": ("icmformer.cli.predict", "segment one image from clicks given on the command line"),
     "bench": ("icmformer.cli.bench", "seconds per click: naive path vs optimised path, side by side"),
     "export-onnx": ("icmformer.cli.export_onnx", "export the model as two ONNX graphs (image encoder, click decoder) + JSON"),

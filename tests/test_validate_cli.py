@@ -1,0 +1,83 @@
+"""`icmformer validate`: weights compared side by side on a held-out training split."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from scipy.io import savemat
+
+from icmformer.cli import main
+from icmformer.models.checkpoint import save_checkpoint
+from icmformer.models.factory import create_model, load_checkpoint
+from icmformer.training.validate import validate_model
+
+SMALL = dict(embed_dim=32, depth=2, num_heads=2, img_size=64, neck_dims=(8, 16, 32, 64), head_channels=16, stem_channels=8)
+
+
+def _sbd(root):
+    rng = np.random.default_rng(0)
+    (root / "img").mkdir(parents=True)
+    (root / "inst").mkdir()
+    names = []
+    for i in range(2):
+        name = f"im{i}"
+        Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(root / "img" / f"{name}.jpg")
+        seg = np.zeros((48, 64), np.uint8)
+        seg[5:25, 8:30] = 1
+        seg[30:44, 35 + i : 60] = 2
+        savemat(root / "inst" / f"{name}.mat", {"GTinst": {"Segmentation": seg}})
+        names.append(name)
+    (root / "val.txt").write_text("\n".join(names) + "\n")
+    return root
+
+
+def _weights(tmp_path, seed):
+    torch.manual_seed(seed)
+    path = tmp_path / f"w{seed}.safetensors"
+    save_checkpoint(create_model("icmformer_vit_demo_224", **SMALL), path)
+    return path
+
+
+def test_validate_rows_match_the_trainers_validation_for_each_file(tmp_path, capsys):
+    root = _sbd(tmp_path / "bsds")
+    w0, w1 = _weights(tmp_path, 0), _weights(tmp_path, 1)
+    out = tmp_path / "val.jsonl"
+    rc = main(["validate", "--checkpoint", str(w0), "--checkpoint", str(w1), "--data-root", str(root),
+               "--max-instances", "0", "--max-clicks", "3", "--out", str(out)])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert rc == 0
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["weights"] for r in rows] == [str(w0), str(w1)]
+    assert all(r["instances"] == 4 and r["input"] == 64 and len(r["miou"]) == 3 for r in rows)
+    assert str(w0) in printed and str(w1) in printed and "NoC@90" in printed
+    for path, row in zip((w0, w1), rows):
+        direct = validate_model(load_checkpoint(path).eval(), "sbd", str(root), split="val", max_instances=10, max_clicks=3)
+        assert {k: row[k] for k in ("noc85", "noc90", "nof90", "miou")} == {k: direct[k] for k in ("noc85", "noc90", "nof90", "miou")}
+    # --max-instances picks evenly spaced instances
+    rc = main(["validate", "--checkpoint", str(w0), "--data-root", str(root), "--max-instances", "2",
+               "--max-clicks", "1", "--out", str(out), "--quiet"])  # fmt: skip
+    assert rc == 0 and json.loads(out.read_text().splitlines()[-1])["instances"] == 2 and capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ([], "nothing to validate"),
+        (["--pretrained"], "--pretrained needs --model"),
+        (["--checkpoint", "missing.safetensors"], "checkpoint not found: missing.safetensors"),
+        (["--checkpoint", "W", "--max-instances", "-1"], "--max-instances must be >= 0"),
+        (["--checkpoint", "W", "--data-root", "nowhere"], "--data-root nowhere not found"),
+        (["--checkpoint", "W", "--out", "rows.csv"], "unknown file type"),
+    ],
+)
+def test_validate_bad_input_is_one_line(tmp_path, capsys, extra, message, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _sbd(tmp_path / "data" / "BSDS_train")
+    w = _weights(tmp_path, 0)
+    extra = [str(w) if a == "W" else a for a in extra]
+    assert main(["validate", *extra]) == 1
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
