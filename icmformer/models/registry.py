@@ -49,6 +49,7 @@ MODEL_CONFIGS: dict[str, ICMFormerConfig] = {
     "icmformer_vit_demo_224": ICMFormerConfig(**_DEMO, img_size=224),
     # the same network at 320 px (20x20 tokens over the same crop): trained on 224 px views, run at
     # 320, where boundaries (NoC@90) come out sharper; its weights load into the 224 model and back
+    # (the shipped weights: phases 4-5 of the model card)
     "icmformer_vit_demo_320": ICMFormerConfig(**_DEMO, img_size=320),
     "icmformer_swin_tiny_224": ICMFormerConfig(
         **{**_SWIN, "cross_num_heads": 2, "depths": (2, 2, 2, 2)}, img_size=224, embed_dim=32,
