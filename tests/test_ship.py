@@ -123,3 +123,35 @@ def test_every_shipped_model_has_a_model_card():
         assert "icmformer train --config" in text and "pipeline.ship" in text
         meta = read_metadata(weights_dir() / f"{name}.safetensors")
         assert meta["model"] == name, meta
+
+
+def test_ship_average_is_the_mean_of_the_last_phases_weights(tmp_path, capsys):
+    first, model1 = _run(tmp_path)
+    second = tmp_path / "run2"
+    torch.manual_seed(1)
+    model2 = create_model("icmformer_vit_demo_224", **SMALL)
+    save_checkpoint(model2, second / "model.safetensors")
+    (second / "val.jsonl").write_text(json.dumps(_rows()[1]) + "\n")
+    ship([first, second], weights_dir=tmp_path / "w", results_dir=tmp_path / "r", average=2)
+    shipped = load_checkpoint(tmp_path / "w" / "icmformer_vit_demo_224.safetensors")
+    a, b, m = model1.state_dict(), model2.state_dict(), shipped.state_dict()
+    changed = 0
+    for k, v in m.items():
+        if v.is_floating_point():
+            assert torch.allclose(v, (a[k] + b[k]) / 2, atol=1e-6), k
+            changed += not torch.equal(a[k], b[k])
+        else:
+            assert torch.equal(v, a[k]), k
+    assert changed > 10  # the two phases differ, so the mean is neither of them
+    assert json.loads(read_metadata(tmp_path / "w" / "icmformer_vit_demo_224.safetensors")["averaged_phases"]) == 2
+    # more phases than runs, or weights of another architecture: one-line errors, exit 2
+    assert main(["--run", str(second), "--average", "2", "--weights-dir", str(tmp_path / "w3"), "--results", str(tmp_path / "r3")]) == 2
+    assert "--average 2: must be between 1 and the number of runs (1)" in capsys.readouterr().err
+    other = tmp_path / "run3"
+    save_checkpoint(create_model("icmformer_vit_tiny_224", embed_dim=32, depth=2, num_heads=2, img_size=64), other / "model.safetensors")
+    (other / "val.jsonl").write_text(json.dumps(_rows()[1]) + "\n")
+    assert main(["--run", str(first), "--run", str(other), "--average", "2", "--weights-dir", str(tmp_path / "w4"),
+                 "--results", str(tmp_path / "r4")]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot be averaged" in err
+    assert not (tmp_path / "w4").exists()

@@ -4,9 +4,11 @@
 (the frozen ``demo_model`` stage of ``dvc.yaml``). Several ``--run`` are the phases of one model,
 in order: each phase started from the previous phase's weights (``model.checkpoint=``).
 
-1. loads the last run's ``model.safetensors`` and writes it (float32; float16 with ``--fp16``) to
-   ``icmformer/weights/<model name>.safetensors`` (what ``create_model(name, pretrained=True)``
-   loads), with the steps, images seen and training time of all phases in the metadata;
+1. loads the last run's ``model.safetensors`` (with ``--average K``: the element-wise mean of the
+   last K runs' weights, a weight average of consecutive phases of one model) and writes it
+   (float32; float16 with ``--fp16``) to ``icmformer/weights/<model name>.safetensors`` (what
+   ``create_model(name, pretrained=True)`` loads), with the steps, images seen and training time
+   of all phases in the metadata;
 2. writes the validation log of all phases (``val.jsonl``: NoC / mIoU on held-out BSDS val during
    training; steps, images and time counted from the start of the first phase, ``phase`` 1, 2, ...)
    and the phases' summaries (``train_summary.json``) to ``results/demo_model/``;
@@ -113,29 +115,63 @@ def combine_phases(runs: list[Path]) -> tuple[list[dict], dict]:
     return rows, {**total, "per_phase": phases}
 
 
+def average_weights(paths: list[Path]):
+    """The model of the first checkpoint with every floating-point tensor replaced by the mean over
+    all ``paths`` (same registry model and shapes; integer buffers are the first file's)."""
+    import torch
+
+    from icmformer.models.checkpoint import read_model_metadata, read_state
+    from icmformer.models.factory import load_checkpoint
+
+    model = load_checkpoint(paths[0])
+    if len(paths) == 1:
+        return model
+    name = read_model_metadata(paths[0])[0]
+    own = model.state_dict()
+    total = {k: v.double() for k, v in own.items() if v.is_floating_point()}
+    for path in paths[1:]:
+        other_name = read_model_metadata(path)[0]
+        if other_name != name:
+            raise ValueError(f"{path}: model {other_name!r} cannot be averaged with {paths[0]}'s {name!r}")
+        state = read_state(path)
+        for k in total:
+            if k not in state or state[k].shape != own[k].shape:
+                raise ValueError(f"{path}: tensor {k!r} missing or of another shape than in {paths[0]}")
+            total[k] += state[k].double()
+    with torch.no_grad():
+        for k, v in total.items():
+            own[k].copy_((v / len(paths)).to(own[k].dtype))
+    return model
+
+
 def ship(run: str | Path | list, weights_dir: str | Path | None = None, results_dir: str | Path = "results/demo_model",
-         fp16: bool = False) -> dict:  # fmt: skip
+         fp16: bool = False, average: int = 1) -> dict:  # fmt: skip
     """Steps 1-3 of the module docstring for one run or the phases ``[run1, run2, ...]`` of one
-    model (the weights are the last phase's); returns what was written."""
+    model (the weights are the last phase's, or the mean of the last ``average`` phases' weights);
+    returns what was written."""
     import torch
 
     from icmformer.models.checkpoint import save_checkpoint
-    from icmformer.models.factory import load_checkpoint, weights_dir as default_weights_dir
+    from icmformer.models.factory import weights_dir as default_weights_dir
 
     runs = [Path(r) for r in (run if isinstance(run, (list, tuple)) else [run])]
     if not runs:
         raise ValueError("no run given")
-    src = runs[-1] / "model.safetensors"
-    if not src.is_file():
-        raise ValueError(f"{src}: no trained weights (run `icmformer train` first)")
-    model = load_checkpoint(src)
+    if not 1 <= average <= len(runs):
+        raise ValueError(f"--average {average}: must be between 1 and the number of runs ({len(runs)})")
+    srcs = [r / "model.safetensors" for r in runs[-average:]]
+    for src in srcs:
+        if not src.is_file():
+            raise ValueError(f"{src}: no trained weights (run `icmformer train` first)")
+    model = average_weights(srcs)
     rows, summary = combine_phases(runs)
     if fp16:
         model = model.to(torch.float16)
     out_dir = Path(weights_dir) if weights_dir is not None else default_weights_dir()
     dst = out_dir / f"{model.name}.safetensors"
     meta = {"train_steps": summary["steps"], "images_seen": summary["images_seen"],
-            "train_time_s": summary["train_time_s_total"], "phases": len(runs), "dtype": "float16" if fp16 else "float32"}  # fmt: skip
+            "train_time_s": summary["train_time_s_total"], "phases": len(runs), "dtype": "float16" if fp16 else "float32",
+            "averaged_phases": average}  # fmt: skip
     save_checkpoint(model, dst, metadata=meta)
     res = Path(results_dir)
     res.mkdir(parents=True, exist_ok=True)
@@ -152,9 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights-dir", help="where the shipped weights go (default: icmformer/weights/)")
     p.add_argument("--results", default="results/demo_model", help="where the validation log and plot go")
     p.add_argument("--fp16", action="store_true", help="store float16 weights (half the size; default float32)")
+    p.add_argument("--average", type=int, default=1, metavar="K",
+                   help="ship the element-wise mean of the last K runs' weights (default 1: the last run's)")
     args = p.parse_args(argv)
     try:
-        out = ship(args.run, args.weights_dir, args.results, fp16=args.fp16)
+        out = ship(args.run, args.weights_dir, args.results, fp16=args.fp16, average=args.average)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
