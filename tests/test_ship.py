@@ -155,3 +155,43 @@ def test_ship_average_is_the_mean_of_the_last_phases_weights(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot be averaged" in err
     assert not (tmp_path / "w4").exists()
+
+
+def test_ship_continues_from_an_earlier_ship_and_averages_with_its_file(tmp_path, capsys):
+    # phases 1-2 shipped (averaged), then phase 3 trained from the shipped file on a machine without
+    # the phase-1/2 run folders: `--run <earlier results> --run phase3 --average-with <shipped file>`
+    first, model1 = _run(tmp_path)
+    second = tmp_path / "run2"
+    torch.manual_seed(1)
+    save_checkpoint(create_model("icmformer_vit_demo_224", **SMALL), second / "model.safetensors")
+    (second / "val.jsonl").write_text(json.dumps(_rows()[1]) + "\n")
+    (second / "train_summary.json").write_text(json.dumps({"steps": 30, "images_seen": 240, "train_time_s_total": 5000.0}))
+    ship([first, second], weights_dir=tmp_path / "w", results_dir=tmp_path / "r", average=2)
+    earlier = read_val_log(tmp_path / "r" / "val.jsonl")
+    third = tmp_path / "run3"
+    torch.manual_seed(2)
+    model3 = create_model("icmformer_vit_demo_224", **SMALL)
+    save_checkpoint(model3, third / "model.safetensors")
+    (third / "val.jsonl").write_text(json.dumps(_rows()[0]) + "\n")
+    (third / "train_summary.json").write_text(json.dumps({"steps": 10, "images_seen": 80, "train_time_s_total": 2000.0}))
+    shipped_before = tmp_path / "w" / "icmformer_vit_demo_224.safetensors"
+    prev = load_checkpoint(shipped_before).state_dict()
+    assert main(["--run", str(tmp_path / "r"), "--run", str(third), "--average-with", str(shipped_before),
+                 "--weights-dir", str(tmp_path / "w"), "--results", str(tmp_path / "r2")]) == 0  # fmt: skip
+    rows = read_val_log(tmp_path / "r2" / "val.jsonl")
+    assert rows[:3] == earlier and [r["phase"] for r in rows] == [1, 1, 2, 3]
+    # phase 3's row is counted after phases 1 and 2 (20 + 30 steps, 4200 + 5000 s)
+    assert rows[3]["step"] == 50 + 10 and rows[3]["train_time_s"] == 9200.0 + 1800.0
+    summary = json.loads((tmp_path / "r2" / "train_summary.json").read_text())
+    assert summary["phases"] == 3 and summary["steps"] == 60 and len(summary["per_phase"]) == 3
+    shipped = load_checkpoint(shipped_before).state_dict()
+    c = model3.state_dict()
+    for k, v in shipped.items():
+        if v.is_floating_point():
+            assert torch.allclose(v, (prev[k] + c[k]) / 2, atol=1e-6), k
+    meta = read_metadata(shipped_before)
+    assert json.loads(meta["phases"]) == 3 and json.loads(meta["averaged_with"]) == [shipped_before.name]
+    assert main(["--run", str(third), "--average-with", str(tmp_path / "nope.safetensors"),
+                 "--weights-dir", str(tmp_path / "w5"), "--results", str(tmp_path / "r5")]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--average-with" in err and "nope.safetensors" in err

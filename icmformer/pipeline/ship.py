@@ -2,13 +2,18 @@
 
 ``python -m icmformer.pipeline.ship --run results/runs/demo_model [--run results/runs/demo_model_2 ...]``
 (the frozen ``demo_model`` stage of ``dvc.yaml``). Several ``--run`` are the phases of one model,
-in order: each phase started from the previous phase's weights (``model.checkpoint=``).
+in order: each phase started from the previous phase's weights (``model.checkpoint=``). A ``--run``
+may also be an earlier ship's ``--results`` folder (``val.jsonl`` and ``train_summary.json`` of
+several phases): its phases come first, as they were, so a phase trained from the shipped file
+can be shipped after them on a machine that no longer has their run folders.
 
 1. loads the last run's ``model.safetensors`` (with ``--average K``: the element-wise mean of the
    last K runs' weights, a weight average of consecutive phases of one model) and writes it
    (float32; float16 with ``--fp16``) to ``icmformer/weights/<model name>.safetensors`` (what
    ``create_model(name, pretrained=True)`` loads), with the steps, images seen and training time
-   of all phases in the metadata;
+   of all phases in the metadata; ``--average-with FILE`` (repeatable) adds weights files to that
+   mean, e.g. the previously shipped file that the last run started from (a phase that continued
+   from an averaged file is averaged with it again);
 2. writes the validation log of all phases (``val.jsonl``: NoC / mIoU on held-out BSDS val during
    training; steps, images and time counted from the start of the first phase, ``phase`` 1, 2, ...)
    and the phases' summaries (``train_summary.json``) to ``results/demo_model/``;
@@ -94,23 +99,25 @@ def combine_phases(runs: list[Path]) -> tuple[list[dict], dict]:
     first (each row gains ``phase``), and a summary: totals and each phase's own summary."""
     rows, phases = [], []
     steps = images = seconds = 0.0
-    for i, run in enumerate(runs, start=1):
+    for run in runs:
         part = read_val_log(run / VAL_FILE)
         path = run / "train_summary.json"
         summary = json.loads(path.read_text()) if path.is_file() else {}
+        earlier = "per_phase" in summary  # an earlier ship's --results folder: several phases, combined
         for r in part:
-            rows.append({**r, "phase": i, "step": int(steps + r["step"]), "images_seen": int(images + r["images_seen"]),
+            phase = len(phases) + (int(r.get("phase", 1)) if earlier else 1)
+            rows.append({**r, "phase": phase, "step": int(steps + r["step"]), "images_seen": int(images + r["images_seen"]),
                          "train_time_s": round(seconds + float(r["train_time_s"]), 1)})  # fmt: skip
         last = part[-1]
         steps += summary.get("steps", last["step"])
         images += summary.get("images_seen", last["images_seen"])
         seconds += float(summary.get("train_time_s_total", last["train_time_s"]))
-        phases.append({"run": str(run), **summary})
+        phases.extend(summary["per_phase"] if earlier else [{"run": str(run), **summary}])
     threads = int(rows[-1].get("threads", 1))
     val_seconds = sum(float(r.get("seconds", 0.0)) for r in rows)  # validation time is not training
-    total = {"phases": len(runs), "steps": int(steps), "images_seen": int(images), "train_time_s_total": round(seconds, 1),
+    total = {"phases": len(phases), "steps": int(steps), "images_seen": int(images), "train_time_s_total": round(seconds, 1),
              "cpu_hours": round(max(seconds - val_seconds, 0.0) * threads / 3600, 2)}  # fmt: skip
-    if len(runs) == 1:
+    if len(phases) == 1:
         return rows, {**phases[0], **{k: v for k, v in total.items() if k not in phases[0]}}
     return rows, {**total, "per_phase": phases}
 
@@ -145,7 +152,7 @@ def average_weights(paths: list[Path]):
 
 
 def ship(run: str | Path | list, weights_dir: str | Path | None = None, results_dir: str | Path = "results/demo_model",
-         fp16: bool = False, average: int = 1) -> dict:  # fmt: skip
+         fp16: bool = False, average: int = 1, average_with: list | None = None) -> dict:  # fmt: skip
     """Steps 1-3 of the module docstring for one run or the phases ``[run1, run2, ...]`` of one
     model (the weights are the last phase's, or the mean of the last ``average`` phases' weights);
     returns what was written."""
@@ -163,6 +170,11 @@ def ship(run: str | Path | list, weights_dir: str | Path | None = None, results_
     for src in srcs:
         if not src.is_file():
             raise ValueError(f"{src}: no trained weights (run `icmformer train` first)")
+    extra = [Path(f) for f in (average_with or [])]
+    for f in extra:
+        if not f.is_file():
+            raise ValueError(f"--average-with {f}: no such weights file")
+    srcs = srcs + extra
     model = average_weights(srcs)
     rows, summary = combine_phases(runs)
     if fp16:
@@ -170,15 +182,15 @@ def ship(run: str | Path | list, weights_dir: str | Path | None = None, results_
     out_dir = Path(weights_dir) if weights_dir is not None else default_weights_dir()
     dst = out_dir / f"{model.name}.safetensors"
     meta = {"train_steps": summary["steps"], "images_seen": summary["images_seen"],
-            "train_time_s": summary["train_time_s_total"], "phases": len(runs), "dtype": "float16" if fp16 else "float32",
-            "averaged_phases": average}  # fmt: skip
+            "train_time_s": summary["train_time_s_total"], "phases": summary["phases"], "dtype": "float16" if fp16 else "float32",
+            "averaged_phases": average, "averaged_with": [f.name for f in extra]}  # fmt: skip
     save_checkpoint(model, dst, metadata=meta)
     res = Path(results_dir)
     res.mkdir(parents=True, exist_ok=True)
     (res / VAL_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
     (res / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     png = plot_val_curve(rows, res / "val_curve.png", title=f"{model.name}: held-out BSDS val during training")
-    return {"weights": str(dst), "bytes": dst.stat().st_size, "val_rows": len(rows), "phases": len(runs), "plot": str(png)}
+    return {"weights": str(dst), "bytes": dst.stat().st_size, "val_rows": len(rows), "phases": summary["phases"], "plot": str(png)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,9 +202,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fp16", action="store_true", help="store float16 weights (half the size; default float32)")
     p.add_argument("--average", type=int, default=1, metavar="K",
                    help="ship the element-wise mean of the last K runs' weights (default 1: the last run's)")
+    p.add_argument("--average-with", action="append", default=[], metavar="FILE",
+                   help="also average in this weights file (repeatable), e.g. the shipped file the last run started from")
     args = p.parse_args(argv)
     try:
-        out = ship(args.run, args.weights_dir, args.results, fp16=args.fp16, average=args.average)
+        out = ship(args.run, args.weights_dir, args.results, fp16=args.fp16, average=args.average,
+                   average_with=args.average_with)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
