@@ -190,6 +190,7 @@ def test_cosine_schedule_warms_up_and_decays_to_the_floor():
     ({"zoom": {"prob": 1.5}}, "zoom.prob"),
     ({"optim": {"clip_grad_norm": -1.0}}, "optim.clip_grad_norm"),
     ({"val": {"every_steps": 10}}, "val.data_root"),
+    ({"clicks": {"single_click_prob": 1.5}}, "clicks.single_click_prob"),
 ])  # fmt: skip
 def test_new_config_keys_are_checked(patch, key):
     with pytest.raises(ValueError, match=key):
@@ -226,6 +227,25 @@ def test_trainer_zoom_cosine_run_resumes_bit_exactly(tmp_path):
     assert [g["lr"] for g in resumed.optimizer.param_groups] == lrs
     assert lrs[0] == pytest.approx(cfg.optim.lr * cosine_factor(6, 6, 2, cfg.schedule.min_lr_ratio))
     assert lrs[0] == pytest.approx(cfg.optim.lr * cfg.schedule.min_lr_ratio)
+
+
+def test_single_click_prob_changes_training_and_zero_keeps_old_runs(tmp_path):
+    """``clicks.single_click_prob``: 0 (default) draws nothing, so older runs replay exactly; 1 makes
+    every sample start from its first positive click alone, which changes what the model learns."""
+
+    def weights(**clicks):
+        cfg, _ = _demo_cfg(tmp_path)
+        for k, v in clicks.items():
+            setattr(cfg.clicks, k, v)
+        cfg.max_steps = 3
+        t = Trainer(cfg, output_dir=tmp_path / f"run_{len(list(tmp_path.iterdir()))}", quiet=True)
+        t.fit()
+        return t.model.state_dict()
+
+    base, zero, one = weights(), weights(single_click_prob=0.0), weights(single_click_prob=1.0)
+    for k in base:
+        torch.testing.assert_close(base[k], zero[k], rtol=0, atol=0, msg=k)
+    assert any(not torch.equal(base[k], one[k]) for k in base)
 
 
 def test_validation_during_training_writes_rows(tmp_path, shared_data):

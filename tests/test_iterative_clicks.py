@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from icmformer.training.iterative import add_next_clicks, error_distance_maps, next_click, sample_num_iters
+from icmformer.training.iterative import (
+    add_next_clicks,
+    error_distance_maps,
+    keep_first_click,
+    next_click,
+    sample_num_iters,
+)
 
 P = 4
 
@@ -152,3 +158,25 @@ def test_sample_num_iters():
     draws = [sample_num_iters(rng, 3) for _ in range(400)]
     assert set(draws) == {0, 1, 2, 3}
     assert sample_num_iters(rng, 0) == 0
+
+
+def test_keep_first_click_reduces_the_chosen_samples_to_the_evaluations_start():
+    clicks = empty_clicks(3)
+    clicks[:, 0] = torch.tensor([5.0, 6.0, 1.0])  # first positive click
+    clicks[:, 1] = torch.tensor([7.0, 8.0, 1.0])  # a second positive
+    clicks[:, P] = torch.tensor([1.0, 2.0, 0.0])  # a negative
+    clicks[2, 0] = -1.0  # sample 2 has no first positive: nothing to keep, left as it is
+    out = keep_first_click(clicks, [True, False, True])
+    assert out[0, 0].tolist() == [5.0, 6.0, 1.0]
+    assert (out[0, 1:] == -1).all()  # every other row of a chosen sample is padding
+    torch.testing.assert_close(out[1], clicks[1], rtol=0, atol=0)  # not chosen: unchanged
+    torch.testing.assert_close(out[2], clicks[2], rtol=0, atol=0)
+    assert clicks[0, 1, 2] == 1.0  # the input is not modified
+    # the next pass adds its click after the kept one, as the evaluation's click 2
+    prob = torch.zeros(3, 1, 16, 16)
+    gt = torch.zeros(3, 1, 16, 16)
+    gt[:, :, 4:12, 4:12] = 1
+    nxt = add_next_clicks(prob, gt, out, np.random.default_rng(0))
+    assert nxt[0, 1, 2] == 1.0 and (nxt[0, 2:, 2] == -1).all()
+    with pytest.raises(ValueError, match="one per sample"):
+        keep_first_click(clicks, [True])

@@ -99,6 +99,9 @@ class ClicksSection:
     merge_objects_prob: float = 0.15
     max_num_merged_objects: int = 2
     first_click_center: bool = False
+    #: probability that a sample keeps only its first positive click (the evaluation's start: one
+    #: click, no negatives), so that iterative passes follow the evaluation's click sequence
+    single_click_prob: float = 0.0
     max_num_next_clicks: int = 3
     next_click_mode: str = "official"
     next_click_center_prob: float = 0.5
@@ -231,6 +234,7 @@ class TrainConfig:
         )
         need(0.0 <= c.merge_objects_prob <= 1.0, "clicks.merge_objects_prob", "must be in [0, 1]")
         need(c.max_num_next_clicks >= 0, "clicks.max_num_next_clicks", "must be >= 0")
+        need(0.0 <= c.single_click_prob <= 1.0, "clicks.single_click_prob", f"must be in [0, 1], got {c.single_click_prob}")
         need(c.next_click_mode in NEXT_CLICK_MODES, "clicks.next_click_mode", f"must be one of {NEXT_CLICK_MODES}")
         need(0.0 <= c.next_click_center_prob <= 1.0, "clicks.next_click_center_prob", "must be in [0, 1]")
         need(o.name in OPTIMIZERS, "optim.name", f"must be one of {OPTIMIZERS}, got {o.name!r}")

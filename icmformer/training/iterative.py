@@ -7,7 +7,8 @@ passes without gradient (net in ``eval()``), and after each pass adds one click 
 
 * :func:`sample_num_iters` -- ``num_iters`` in ``0..max_num_next_clicks`` (inclusive);
 * :func:`add_next_clicks` -- one click per sample from the error regions of a batch;
-* :func:`next_click` -- the same for one ``H x W`` prediction (numpy).
+* :func:`next_click` -- the same for one ``H x W`` prediction (numpy);
+* :func:`keep_first_click` -- reduce samples to their first positive click (the evaluation's start).
 
 The rule (``mode="official"``, the default) is the official ``get_next_points``:
 
@@ -35,6 +36,7 @@ no effect on the model.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import cv2
@@ -117,6 +119,29 @@ def _slot(labels: torch.Tensor, lo: int, p: int, step: int) -> int:
     if len(free) > 0:
         return lo + int(free[0])
     return lo + max(p - step, 0)
+
+
+def keep_first_click(clicks: torch.Tensor, keep: Sequence[bool] | np.ndarray) -> torch.Tensor:
+    """Samples ``b`` with ``keep[b]`` keep only their first positive click (row 0); every other row
+    becomes padding. The evaluation starts so (one click at the object's centre, no negatives);
+    training on it makes the iterative passes follow the evaluation's click sequence.
+
+    Args:
+        clicks: ``B x 2P x 3`` click tensor (layout of the module docstring).
+        keep: ``B`` booleans.
+
+    Returns a new tensor; the other samples are unchanged.
+    """
+    if clicks.ndim != 3 or clicks.shape[2] != 3 or clicks.shape[1] % 2:
+        raise ValueError(f"clicks must be B x 2P x 3, got {tuple(clicks.shape)}")
+    keep = torch.as_tensor(np.asarray(keep, dtype=bool), device=clicks.device)
+    if keep.shape != (clicks.shape[0],):
+        raise ValueError(f"keep must have {clicks.shape[0]} entries (one per sample), got {tuple(keep.shape)}")
+    out = clicks.clone()
+    has_first = out[:, 0, 2] == 1
+    sel = keep & has_first
+    out[sel, 1:] = -1.0
+    return out
 
 
 def add_next_clicks(

@@ -85,6 +85,7 @@ from icmformer.training.rng import (
     seed_everything,
     set_rng_state,
 )
+from icmformer.training.iterative import keep_first_click
 from icmformer.training.state import (
     STATE_FILE,
     STATE_FORMAT,
@@ -410,6 +411,8 @@ class Trainer:
         """
         c = self.cfg.clicks
         image, gt, clicks = self._to_device(batch)
+        if c.single_click_prob > 0:  # no draw otherwise: the RNG sequence of older runs is unchanged
+            clicks = keep_first_click(clicks, rng.random(clicks.shape[0]) < c.single_click_prob)
         if self.cfg.zoom.enabled:
             z = self.cfg.zoom
             logits, gt_view, num_iters = zoom_iterative_forward(
