@@ -121,6 +121,13 @@ def _slot(labels: torch.Tensor, lo: int, p: int, step: int) -> int:
     return lo + max(p - step, 0)
 
 
+def _check_clicks(clicks: torch.Tensor, batch: int | None = None) -> None:
+    """One-line error unless ``clicks`` is ``B x 2P x 3`` (with ``B == batch`` when given)."""
+    if clicks.ndim != 3 or clicks.shape[2] != 3 or clicks.shape[1] % 2 or batch not in (None, clicks.shape[0]):
+        with_b = "" if batch is None else f" with B = {batch}"
+        raise ValueError(f"clicks must be B x 2P x 3{with_b}, got {tuple(clicks.shape)}")
+
+
 def keep_first_click(clicks: torch.Tensor, keep: Sequence[bool] | np.ndarray) -> torch.Tensor:
     """Samples ``b`` with ``keep[b]`` keep only their first positive click (row 0); every other row
     becomes padding. The evaluation starts so (one click at the object's centre, no negatives);
@@ -132,8 +139,7 @@ def keep_first_click(clicks: torch.Tensor, keep: Sequence[bool] | np.ndarray) ->
 
     Returns a new tensor; the other samples are unchanged.
     """
-    if clicks.ndim != 3 or clicks.shape[2] != 3 or clicks.shape[1] % 2:
-        raise ValueError(f"clicks must be B x 2P x 3, got {tuple(clicks.shape)}")
+    _check_clicks(clicks)
     keep = torch.as_tensor(np.asarray(keep, dtype=bool), device=clicks.device)
     if keep.shape != (clicks.shape[0],):
         raise ValueError(f"keep must have {clicks.shape[0]} entries (one per sample), got {tuple(keep.shape)}")
@@ -172,8 +178,7 @@ def add_next_clicks(
         raise ValueError(f"prob must be B x 1 x H x W, got {tuple(prob.shape)}")
     if gt.shape != prob.shape:
         raise ValueError(f"gt {tuple(gt.shape)} must match prob {tuple(prob.shape)}")
-    if clicks.ndim != 3 or clicks.shape[0] != prob.shape[0] or clicks.shape[2] != 3 or clicks.shape[1] % 2:
-        raise ValueError(f"clicks must be B x 2P x 3 with B = {prob.shape[0]}, got {tuple(clicks.shape)}")
+    _check_clicks(clicks, batch=prob.shape[0])
     p = clicks.shape[1] // 2
     with torch.no_grad():
         prob_np = prob.detach().float().cpu().numpy()[:, 0]

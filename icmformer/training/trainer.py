@@ -75,6 +75,7 @@ from torch import nn
 
 from icmformer.training.config import TrainConfig, config_to_yaml, save_config
 from icmformer.training.distributed import DistInfo, dist_info_from_env, resolve_device
+from icmformer.training.iterative import keep_first_click
 from icmformer.training.live import make_live, truncate_dvclive
 from icmformer.training.loss import normalized_focal_loss
 from icmformer.training.rng import (
@@ -85,7 +86,6 @@ from icmformer.training.rng import (
     seed_everything,
     set_rng_state,
 )
-from icmformer.training.iterative import keep_first_click
 from icmformer.training.state import (
     STATE_FILE,
     STATE_FORMAT,
