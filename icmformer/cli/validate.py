@@ -9,7 +9,10 @@ click at the object centre, each next click in the largest error region), on a s
     icmformer validate --model icmformer_vit_demo_320 --pretrained --out val.jsonl
 
 One row per weights file (NoC@85/90, NoF@90, mIoU after clicks 1/2/3/5/last, seconds), all on
-the same instances; ``--out`` appends the rows as JSON lines.
+the same instances; ``--out`` appends the rows as JSON lines, with each instance's NoC
+(``noc85_each`` / ``noc90_each``). Every file after the first is also compared with the first,
+instance by instance (``vs_first``: the mean NoC difference with a 95 % bootstrap interval, and how
+many instances need fewer / more clicks), so a difference can be told from the noise of the split.
 """
 from __future__ import annotations
 
@@ -70,10 +73,18 @@ def format_row(row: dict) -> str:
             + f"  {row['seconds']:7.1f}  {row['weights']}")  # fmt: skip
 
 
+def format_paired(paired: dict) -> str:
+    parts = []
+    for thr in ("85", "90"):
+        p = paired[f"noc{thr}"]
+        parts.append(f"NoC@{thr} {p['mean']:+.2f} [{p['lo']:+.2f}, {p['hi']:+.2f}], fewer/more on {p['fewer']}/{p['more']}")
+    return "        vs the first: " + "; ".join(parts)
+
+
 def run(args: argparse.Namespace) -> int:
     runs = _check(args)
     from icmformer.interactive.io import load_model
-    from icmformer.training.validate import validate_model
+    from icmformer.training.validate import paired_noc_difference, validate_model
 
     max_instances = args.max_instances or 10**9
     rows = []
@@ -83,11 +94,15 @@ def run(args: argparse.Namespace) -> int:
     for label, model_name, pretrained in runs:
         model = load_model(None if pretrained else label, model_name, device=args.device, announce=False, pretrained=pretrained)
         row = validate_model(model, args.kind, args.data_root, split=args.split, max_instances=max_instances,
-                             max_clicks=args.max_clicks, target_size=args.target_size)  # fmt: skip
+                             max_clicks=args.max_clicks, target_size=args.target_size, per_instance=True)  # fmt: skip
         row = {"weights": label, "input": args.target_size or int(model.config.img_size), **row}
+        if rows:
+            row["vs_first"] = {f"noc{t}": paired_noc_difference(rows[0][f"noc{t}_each"], row[f"noc{t}_each"]) for t in ("85", "90")}
         rows.append(row)
         if not args.quiet:
             print(format_row(row), flush=True)
+            if "vs_first" in row:
+                print(format_paired(row["vs_first"]), flush=True)
         if args.out:
             with open(args.out, "a") as f:
                 f.write(json.dumps(row) + "\n")

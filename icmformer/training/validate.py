@@ -20,7 +20,7 @@ import torch
 
 from icmformer.data.datasets import FolderDataset, SBDDataset
 from icmformer.evaluation.loop import evaluate_sample
-from icmformer.evaluation.metrics import mean_noc, miou_curve, nof
+from icmformer.evaluation.metrics import mean_noc, miou_curve, noc_list, nof
 from icmformer.evaluation.predictor import ZoomFlipPredictor
 
 
@@ -46,8 +46,12 @@ def validation_instances(kind: str, data_root: str, split: str = "val", max_inst
 
 
 def validate_model(model, kind: str, data_root: str, split: str = "val", max_instances: int = 60, max_clicks: int = 20,
-                   target_size: int | None = None) -> dict[str, Any]:  # fmt: skip
-    """NoC@85/90, NoF@90 and the mIoU curve of ``model`` on the validation split."""
+                   target_size: int | None = None, per_instance: bool = False) -> dict[str, Any]:  # fmt: skip
+    """NoC@85/90, NoF@90 and the mIoU curve of ``model`` on the validation split.
+
+    ``per_instance=True`` adds ``noc85_each`` / ``noc90_each``: each instance's NoC, in the order of
+    :func:`validation_instances`, for a paired comparison of weights (:func:`paired_noc_difference`).
+    """
     t0 = time.perf_counter()
     was_training = model.training
     items = validation_instances(kind, data_root, split, max_instances)
@@ -60,7 +64,7 @@ def validate_model(model, kind: str, data_root: str, split: str = "val", max_ins
                 ious.append(evaluate_sample(mask, predictor.predict, max_clicks=max_clicks).ious)
     finally:
         model.train(was_training)
-    return {
+    row = {
         "instances": len(items),
         "noc85": float(mean_noc(ious, 0.85, max_clicks)),
         "noc90": float(mean_noc(ious, 0.90, max_clicks)),
@@ -68,3 +72,27 @@ def validate_model(model, kind: str, data_root: str, split: str = "val", max_ins
         "miou": [round(float(v), 4) for v in miou_curve(ious, max_clicks)],
         "seconds": round(time.perf_counter() - t0, 1),
     }
+    if per_instance:
+        row["noc85_each"] = [int(v) for v in noc_list(ious, 0.85, max_clicks)]
+        row["noc90_each"] = [int(v) for v in noc_list(ious, 0.90, max_clicks)]
+    return row
+
+
+def paired_noc_difference(reference: Any, candidate: Any, n_boot: int = 10000, seed: int = 0) -> dict[str, float | int]:
+    """How many clicks ``candidate`` needs beyond ``reference`` on the same instances, with its noise.
+
+    Both are per-instance NoC (``noc90_each`` of two :func:`validate_model` rows). ``mean`` is
+    candidate minus reference (negative: the candidate needs fewer clicks); ``lo`` / ``hi`` the 95 %
+    percentile bootstrap interval of that mean, resampling instances (seeded, so rows repeat);
+    ``fewer`` / ``more`` how many instances the candidate needs fewer / more clicks on. A difference
+    whose interval contains 0 is within what a different sample of instances could give.
+    """
+    a = np.asarray(reference, dtype=np.float64)
+    b = np.asarray(candidate, dtype=np.float64)
+    if a.ndim != 1 or a.shape != b.shape or a.size == 0:
+        raise ValueError(f"paired NoC needs two equal-length, non-empty per-instance lists, got {a.shape} and {b.shape}")
+    d = b - a
+    idx = np.random.default_rng(seed).integers(0, d.size, size=(n_boot, d.size))
+    boot = d[idx].mean(axis=1)
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return {"mean": float(d.mean()), "lo": float(lo), "hi": float(hi), "fewer": int((d < 0).sum()), "more": int((d > 0).sum())}
