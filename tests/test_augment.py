@@ -137,3 +137,47 @@ def test_object_crop_probability_zero_is_the_official_pipeline():
         AugmentConfig(object_crop_prob=1.5).validate()
     with pytest.raises(ValueError, match="object_crop_expand"):
         AugmentConfig(object_crop_expand=[0.5, 2]).validate()
+
+
+def test_whole_image_framing_squashes_the_full_image():
+    img, mask = scene(240, 320)
+    mask[mask == -1] = 0
+    aug = build_augmentation(no_jitter("cocolvis", whole_image_prob=1.0))
+    for seed in range(4):
+        out_img, out_mask, filled = aug.augment(img, mask, seed=seed)
+        assert out_img.shape == (96, 96, 3) and not filled.any()  # nothing is padded
+        # the whole image, aspect not kept: the object keeps its relative place and size
+        # (up to the horizontal flip), here 40/240 of the height and 50/320 of the width
+        obj = out_mask == 1
+        rows, cols = np.nonzero(obj.any(1))[0], np.nonzero(obj.any(0))[0]
+        assert abs((rows[-1] - rows[0] + 1) - 96 * 40 / 240) <= 2, seed
+        assert abs((cols[-1] - cols[0] + 1) - 96 * 50 / 320) <= 2, seed
+        red = (out_img[..., 0] > 200) & (out_img[..., 1] < 60)
+        assert (red == obj).mean() > 0.97
+
+
+def test_one_draw_picks_the_framing_and_old_configs_draw_as_before():
+    img, mask = scene(240, 320)
+    mask[mask == -1] = 0
+    base = no_jitter("cocolvis", object_crop_prob=0.5)
+    with_whole = no_jitter("cocolvis", object_crop_prob=0.5, whole_image_prob=0.0)
+    split = no_jitter("cocolvis", object_crop_prob=0.5, whole_image_prob=0.5)
+    a, b, c = build_augmentation(base), build_augmentation(with_whole), build_augmentation(split)
+    whole = build_augmentation(no_jitter("cocolvis", whole_image_prob=1.0))
+    kinds = set()
+    for seed in range(12):
+        ra, rb, rc = a.augment(img, mask, seed=seed), b.augment(img, mask, seed=seed), c.augment(img, mask, seed=seed)
+        for x, y in zip(ra, rb):
+            np.testing.assert_array_equal(x, y)
+        # where the old config made an object crop, the split config makes the same one;
+        # elsewhere it shows the whole image
+        if not np.array_equal(ra[0], rc[0]):
+            np.testing.assert_array_equal(rc[0], whole.augment(img, mask, seed=seed)[0])
+            kinds.add("whole")
+        else:
+            kinds.add("object")
+    assert kinds == {"whole", "object"}
+    with pytest.raises(ValueError, match="whole_image_prob"):
+        AugmentConfig(whole_image_prob=-0.1).validate()
+    with pytest.raises(ValueError, match="must not exceed 1"):
+        AugmentConfig(object_crop_prob=0.7, whole_image_prob=0.4).validate()

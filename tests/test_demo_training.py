@@ -191,6 +191,10 @@ def test_cosine_schedule_warms_up_and_decays_to_the_floor():
     ({"optim": {"clip_grad_norm": -1.0}}, "optim.clip_grad_norm"),
     ({"val": {"every_steps": 10}}, "val.data_root"),
     ({"clicks": {"single_click_prob": 1.5}}, "clicks.single_click_prob"),
+    ({"zoom": {"input_sizes": [64, 96]}}, "zoom.input_size_probs"),
+    ({"zoom": {"input_sizes": [64, 96], "input_size_probs": [0.5, 0.6]}}, "zoom.input_size_probs"),
+    ({"zoom": {"input_sizes": [8], "input_size_probs": [1.0]}}, "zoom.input_sizes"),
+    ({"data": {"augment": {"whole_image_prob": 2.0}}}, "whole_image_prob"),
 ])  # fmt: skip
 def test_new_config_keys_are_checked(patch, key):
     with pytest.raises(ValueError, match=key):
@@ -246,6 +250,41 @@ def test_single_click_prob_changes_training_and_zero_keeps_old_runs(tmp_path):
     for k in base:
         torch.testing.assert_close(base[k], zero[k], rtol=0, atol=0, msg=k)
     assert any(not torch.equal(base[k], one[k]) for k in base)
+
+
+def test_view_size_is_drawn_per_batch_from_input_sizes(tmp_path, monkeypatch):
+    """``zoom.input_sizes``: every batch's views take one of the listed sizes, drawn by weight;
+    the list left empty keeps ``input_size`` and draws nothing (older runs replay exactly)."""
+    import icmformer.training.trainer as trainer_mod
+
+    seen: list[int] = []
+    real = trainer_mod.zoom_iterative_forward
+
+    def spy(*args, input_size, **kw):
+        seen.append(input_size)
+        return real(*args, input_size=input_size, **kw)
+
+    monkeypatch.setattr(trainer_mod, "zoom_iterative_forward", spy)
+
+    def run(**zoom):
+        cfg, _ = _demo_cfg(tmp_path)
+        for k, v in zoom.items():
+            setattr(cfg.zoom, k, v)
+        cfg.max_steps = 6
+        seen.clear()
+        t = Trainer(cfg, output_dir=tmp_path / f"run_{len(list(tmp_path.iterdir()))}", quiet=True)
+        t.fit()
+        return list(seen), t.model.state_dict()
+
+    base, w0 = run()
+    empty, w1 = run(input_sizes=[], input_size_probs=[])
+    assert base == empty and set(base) == {64}
+    for k in w0:
+        torch.testing.assert_close(w0[k], w1[k], rtol=0, atol=0, msg=k)
+    mixed, _ = run(input_sizes=[48, 80], input_size_probs=[0.5, 0.5])
+    assert set(mixed) == {48, 80}
+    only, _ = run(input_sizes=[48, 80], input_size_probs=[0.0, 1.0])
+    assert set(only) == {80}
 
 
 def test_validation_during_training_writes_rows(tmp_path, shared_data):

@@ -30,7 +30,15 @@ bounding box, ``object_crop_expand`` (uniform in ``[lo, hi]``) times its longer 
 random as far as the object stays whole inside it, cut out (zero padding where it leaves
 the image) and resized to the crop size; flip and colour jitter follow as usual. It shows the
 network the framing that the evaluation's zoom-in produces (the object filling ``1/1.4`` of the
-crop), which a short training from scratch (the CPU demo) otherwise sees rarely. Differences from RITM's own
+crop), which a short training from scratch (the CPU demo) otherwise sees rarely.
+
+``whole_image_prob`` (default 0) replaces, with that probability, the same steps by the *whole
+image* resized to the crop size, aspect ratio not kept: the framing of the evaluation's first
+click, where the predictor squashes the full image to the network's input size. Flip and colour
+jitter follow as for an object crop. One uniform draw per sample picks the framing: below
+``object_crop_prob`` an object crop, then up to ``object_crop_prob + whole_image_prob`` the whole
+image, else the variant's resize + crop (so configs without ``whole_image_prob`` draw exactly as
+before). Differences from RITM's own
 transforms: ``UniformRandomResize`` becomes ``A.RandomScale`` (same uniform scale law; the
 output size may differ from RITM's ``round(h * scale)`` by a pixel), ``ShiftScaleRotate`` becomes
 the equivalent ``A.Affine`` (albumentations 2 deprecates the former).
@@ -82,6 +90,7 @@ class AugmentConfig:
     mask_pad_value: int = 0
     object_crop_prob: float = 0.0
     object_crop_expand: list[float] = field(default_factory=lambda: [1.2, 2.0])
+    whole_image_prob: float = 0.0
 
     def validate(self) -> "AugmentConfig":
         if self.variant not in VARIANTS:
@@ -96,6 +105,12 @@ class AugmentConfig:
             raise ValueError(f"mask_pad_value must be 0 (background) or -1 (ignore), got {self.mask_pad_value}")
         if not 0.0 <= self.object_crop_prob <= 1.0:
             raise ValueError(f"object_crop_prob must lie in [0, 1], got {self.object_crop_prob}")
+        if not 0.0 <= self.whole_image_prob <= 1.0:
+            raise ValueError(f"whole_image_prob must lie in [0, 1], got {self.whole_image_prob}")
+        if self.object_crop_prob + self.whole_image_prob > 1.0 + 1e-9:
+            raise ValueError(
+                f"object_crop_prob + whole_image_prob must not exceed 1, got {self.object_crop_prob} + {self.whole_image_prob}"
+            )
         if len(self.object_crop_expand) != 2 or not 1.0 <= self.object_crop_expand[0] <= self.object_crop_expand[1]:
             raise ValueError(f"object_crop_expand must be [lo, hi] with 1 <= lo <= hi, got {list(self.object_crop_expand)}")
         return self
@@ -220,14 +235,16 @@ class Augmenter:
         object_transform: A.Compose | None = None,
         object_crop_prob: float = 0.0,
         object_crop_expand: tuple[float, float] = (1.2, 2.0),
+        whole_image_prob: float = 0.0,
     ) -> None:
         self.transform = transform
         self.mask_pad_value = int(mask_pad_value)
         self.crop_size = tuple(crop_size) if crop_size is not None else None
-        if object_crop_prob > 0 and (object_transform is None or self.crop_size is None):
-            raise ValueError("object_crop_prob > 0 needs an object_transform and a crop_size")
+        if (object_crop_prob > 0 or whole_image_prob > 0) and (object_transform is None or self.crop_size is None):
+            raise ValueError("object_crop_prob > 0 or whole_image_prob > 0 needs an object_transform and a crop_size")
         self.object_transform = object_transform
         self.object_crop_prob = float(object_crop_prob)
+        self.whole_image_prob = float(whole_image_prob)
         self.object_crop_expand = (float(object_crop_expand[0]), float(object_crop_expand[1]))
 
     def __repr__(self) -> str:
@@ -261,16 +278,23 @@ class Augmenter:
         # channel 0: "has a source pixel" (1, fill 0); channels 1..: the mask shifted by +1
         shifted = np.concatenate([np.ones(m.shape[:2] + (1,), np.uint16), (m.astype(np.int64) + 1).astype(np.uint16)], axis=2)
         out = None
-        if self.object_crop_prob > 0:
+        if self.object_crop_prob > 0 or self.whole_image_prob > 0:
             rng = np.random.default_rng(None if seed is None else [int(seed), 1])
-            objects = m > 0
-            if rng.random() < self.object_crop_prob and objects.any():
-                values = [(c, v) for c in range(m.shape[2]) for v in np.unique(m[..., c]) if v > 0]
-                c, v = values[int(rng.integers(len(values)))]
-                y0, x0, side = object_crop_box(m[..., c] == v, rng, self.object_crop_expand)
-                h, w = self.crop_size
-                img_c = cv2.resize(_cut_square(image, y0, x0, side), (w, h), interpolation=cv2.INTER_LINEAR)
-                msk_c = cv2.resize(_cut_square(shifted, y0, x0, side), (w, h), interpolation=cv2.INTER_NEAREST)
+            u = rng.random()
+            h, w = self.crop_size
+            img_c = msk_c = None
+            if u < self.object_crop_prob:
+                objects = m > 0
+                if objects.any():
+                    values = [(c, v) for c in range(m.shape[2]) for v in np.unique(m[..., c]) if v > 0]
+                    c, v = values[int(rng.integers(len(values)))]
+                    y0, x0, side = object_crop_box(m[..., c] == v, rng, self.object_crop_expand)
+                    img_c = cv2.resize(_cut_square(image, y0, x0, side), (w, h), interpolation=cv2.INTER_LINEAR)
+                    msk_c = cv2.resize(_cut_square(shifted, y0, x0, side), (w, h), interpolation=cv2.INTER_NEAREST)
+            elif u < self.object_crop_prob + self.whole_image_prob:
+                img_c = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+                msk_c = cv2.resize(shifted, (w, h), interpolation=cv2.INTER_NEAREST)
+            if img_c is not None:
                 if msk_c.ndim == 2:
                     msk_c = msk_c[..., None]
                 if seed is not None:
@@ -311,8 +335,10 @@ def build_augmentation(cfg: AugmentConfig | None = None, seed: int | None = None
     cfg.validate()
     transform = A.Compose(build_transforms(cfg), p=1.0, seed=seed)
     crop = (int(cfg.crop_size[0]), int(cfg.crop_size[1]))
-    object_transform = A.Compose(build_object_transforms(cfg), p=1.0, seed=seed) if cfg.object_crop_prob > 0 else None
+    reframe = cfg.object_crop_prob > 0 or cfg.whole_image_prob > 0
+    object_transform = A.Compose(build_object_transforms(cfg), p=1.0, seed=seed) if reframe else None
     return Augmenter(
         transform, mask_pad_value=cfg.mask_pad_value, crop_size=crop, object_transform=object_transform,
         object_crop_prob=cfg.object_crop_prob, object_crop_expand=tuple(cfg.object_crop_expand),
+        whole_image_prob=cfg.whole_image_prob,
     )

@@ -115,12 +115,17 @@ class ZoomSection:
     ``enabled``: the training crop (``data.augment.crop_size``) is a canvas; the network sees views
     of it resized to ``input_size`` (``0`` = the model's input size): the whole canvas, or for a
     fraction ``prob`` of the samples the evaluation's zoom-in ROI (``min_crop_size`` in canvas px).
+    ``input_sizes`` (with ``input_size_probs``, same length, summing to 1): draw the view size per
+    batch from these instead (e.g. ``[224, 320, 480]``, the sizes the evaluation feeds the
+    network); empty = always ``input_size``, with no draw, so older runs' RNG is unchanged.
     """
 
     enabled: bool = False
     prob: float = 0.5
     min_crop_size: float = 180.0
     input_size: int = 0
+    input_sizes: list[int] = field(default_factory=list)
+    input_size_probs: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -249,6 +254,10 @@ class TrainConfig:
         need(0.0 <= self.zoom.prob <= 1.0, "zoom.prob", "must be in [0, 1]")
         need(self.zoom.min_crop_size > 0, "zoom.min_crop_size", "must be > 0")
         need(self.zoom.input_size >= 0, "zoom.input_size", "must be >= 0 (0 = the model's input size)")
+        zs, zp = list(self.zoom.input_sizes), list(self.zoom.input_size_probs)
+        need(all(int(t) >= 16 for t in zs), "zoom.input_sizes", f"must be sizes >= 16 px, got {zs}")
+        need(len(zp) == len(zs), "zoom.input_size_probs", f"must give one probability per zoom.input_sizes entry, got {zp} for {zs}")
+        need(not zp or (min(zp) >= 0 and abs(sum(zp) - 1.0) < 1e-6), "zoom.input_size_probs", f"must be >= 0 and sum to 1, got {zp}")
         need(self.val.every_steps >= 0, "val.every_steps", "must be >= 0 (0 = off)")
         need(self.val.every_steps == 0 or bool(self.val.data_root), "val.data_root", "must name the validation set")
         need(self.val.max_instances >= 1 and self.val.max_clicks >= 1, "val.max_instances", "max_instances and max_clicks must be >= 1")

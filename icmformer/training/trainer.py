@@ -415,8 +415,11 @@ class Trainer:
             clicks = keep_first_click(clicks, rng.random(clicks.shape[0]) < c.single_click_prob)
         if self.cfg.zoom.enabled:
             z = self.cfg.zoom
+            size = int(z.input_size or self.model.default_input_size)
+            if z.input_sizes:  # no draw otherwise: the RNG sequence of older runs is unchanged
+                size = int(z.input_sizes[int(rng.choice(len(z.input_sizes), p=np.asarray(z.input_size_probs, float)))])
             logits, gt_view, num_iters = zoom_iterative_forward(
-                self.model, image, gt, clicks, rng, input_size=int(z.input_size or self.model.default_input_size),
+                self.model, image, gt, clicks, rng, input_size=size,
                 zoom_prob=float(z.prob), min_crop_size=float(z.min_crop_size), max_num_next_clicks=c.max_num_next_clicks,
                 thresh=c.pred_thresh, mode=c.next_click_mode, center_prob=c.next_click_center_prob, autocast=self._autocast,
             )  # fmt: skip
