@@ -62,9 +62,16 @@ def test_validate_rows_match_the_trainers_validation_for_each_file(tmp_path, cap
     assert paired == paired_noc_difference(rows[0]["noc90_each"], rows[1]["noc90_each"])
     assert paired["mean"] == pytest.approx(rows[1]["noc90"] - rows[0]["noc90"])
     assert "vs the first: NoC@85" in printed and f"{paired['mean']:+.2f}" in printed
+    # the CLI runs the batched evaluator (--batch-size 8 by default); the trainer's validation the
+    # sequential predictor (batch_size=1): the same IoUs, instance by instance
+    keys = ("noc85", "noc90", "nof90", "miou", "noc85_each", "noc90_each")
     for path, row in zip((w0, w1), rows):
-        direct = validate_model(load_checkpoint(path).eval(), "sbd", str(root), split="val", max_instances=10, max_clicks=3)
-        assert {k: row[k] for k in ("noc85", "noc90", "nof90", "miou")} == {k: direct[k] for k in ("noc85", "noc90", "nof90", "miou")}
+        direct = validate_model(load_checkpoint(path).eval(), "sbd", str(root), split="val", max_instances=10, max_clicks=3,
+                                per_instance=True)  # fmt: skip
+        assert {k: row[k] for k in keys} == {k: direct[k] for k in keys}
+        batched = validate_model(load_checkpoint(path).eval(), "sbd", str(root), split="val", max_instances=10, max_clicks=3,
+                                 per_instance=True, batch_size=3)  # fmt: skip
+        assert {k: batched[k] for k in keys} == {k: direct[k] for k in keys}
     # --max-instances picks evenly spaced instances
     rc = main(["validate", "--checkpoint", str(w0), "--data-root", str(root), "--max-instances", "2",
                "--max-clicks", "1", "--out", str(out), "--quiet"])  # fmt: skip
@@ -78,6 +85,7 @@ def test_validate_rows_match_the_trainers_validation_for_each_file(tmp_path, cap
         (["--pretrained"], "--pretrained needs --model"),
         (["--checkpoint", "missing.safetensors"], "checkpoint not found: missing.safetensors"),
         (["--checkpoint", "W", "--max-instances", "-1"], "--max-instances must be >= 0"),
+        (["--checkpoint", "W", "--batch-size", "0"], "--batch-size must be >= 1"),
         (["--checkpoint", "W", "--data-root", "nowhere"], "--data-root nowhere not found"),
         (["--checkpoint", "W", "--out", "rows.csv"], "unknown file type"),
     ],

@@ -36,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="at most N instances, evenly spaced (0: all that cover 1%% of their image; default: %(default)s)")  # fmt: skip
     parser.add_argument("--max-clicks", type=int, default=20, help="clicks per instance (default: %(default)s)")
     parser.add_argument("--target-size", type=int, help="network input side (default: the model's input size)")
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help="instances per forward pass (the batched evaluator; same IoUs as 1, faster; default: %(default)s)")  # fmt: skip
     parser.add_argument("--device", help="torch device (default: cpu)")
     parser.add_argument("--out", metavar="FILE", help="append one JSON line per weights file here (.jsonl)")
     parser.add_argument("--quiet", action="store_true", help="no table on stdout")
@@ -50,6 +52,8 @@ def _check(args: argparse.Namespace) -> list[tuple[str, str | None, bool]]:
         raise ValueError(f"--max-instances must be >= 0 (0: all), got {args.max_instances}")
     if args.max_clicks < 1:
         raise ValueError(f"--max-clicks must be >= 1, got {args.max_clicks}")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.target_size is not None and args.target_size < 32:
         raise ValueError(f"--target-size must be >= 32, got {args.target_size}")
     for ckpt in args.checkpoint:
@@ -94,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
     for label, model_name, pretrained in runs:
         model = load_model(None if pretrained else label, model_name, device=args.device, announce=False, pretrained=pretrained)
         row = validate_model(model, args.kind, args.data_root, split=args.split, max_instances=max_instances,
-                             max_clicks=args.max_clicks, target_size=args.target_size, per_instance=True)  # fmt: skip
+                             max_clicks=args.max_clicks, target_size=args.target_size, per_instance=True,
+                             batch_size=args.batch_size)  # fmt: skip
         row = {"weights": label, "input": args.target_size or int(model.config.img_size), **row}
         if rows:
             row["vs_first"] = {f"noc{t}": paired_noc_difference(rows[0][f"noc{t}_each"], row[f"noc{t}_each"]) for t in ("85", "90")}

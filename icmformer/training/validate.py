@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from icmformer.data.datasets import FolderDataset, SBDDataset
+from icmformer.evaluation.batched import evaluate_batch
 from icmformer.evaluation.loop import evaluate_sample
 from icmformer.evaluation.metrics import mean_noc, miou_curve, noc_list, nof
 from icmformer.evaluation.predictor import ZoomFlipPredictor
@@ -46,22 +47,33 @@ def validation_instances(kind: str, data_root: str, split: str = "val", max_inst
 
 
 def validate_model(model, kind: str, data_root: str, split: str = "val", max_instances: int = 60, max_clicks: int = 20,
-                   target_size: int | None = None, per_instance: bool = False) -> dict[str, Any]:  # fmt: skip
+                   target_size: int | None = None, per_instance: bool = False, batch_size: int = 1) -> dict[str, Any]:  # fmt: skip
     """NoC@85/90, NoF@90 and the mIoU curve of ``model`` on the validation split.
 
     ``per_instance=True`` adds ``noc85_each`` / ``noc90_each``: each instance's NoC, in the order of
     :func:`validation_instances`, for a paired comparison of weights (:func:`paired_noc_difference`).
+    ``batch_size`` > 1 runs that many instances per forward pass through the batched evaluator
+    (:func:`~icmformer.evaluation.batched.evaluate_batch`, the same protocol core, so the same
+    IoUs on CPU), which is faster; 1 runs the sequential predictor.
     """
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     t0 = time.perf_counter()
     was_training = model.training
     items = validation_instances(kind, data_root, split, max_instances)
-    predictor = ZoomFlipPredictor(model, zoom_in=True, flip=False, target_size=target_size)
     ious = []
     try:
         with torch.no_grad():
-            for image, mask in items:
-                predictor.set_image(image)
-                ious.append(evaluate_sample(mask, predictor.predict, max_clicks=max_clicks).ious)
+            if int(batch_size) > 1:
+                results = evaluate_batch(model, [(image, mask, i) for i, (image, mask) in enumerate(items)],
+                                         batch_size=int(batch_size), max_clicks=max_clicks, zoom_in=True, flip=False,
+                                         target_size=target_size)  # fmt: skip
+                ious = [r.ious for r in results]
+            else:
+                predictor = ZoomFlipPredictor(model, zoom_in=True, flip=False, target_size=target_size)
+                for image, mask in items:
+                    predictor.set_image(image)
+                    ious.append(evaluate_sample(mask, predictor.predict, max_clicks=max_clicks).ious)
     finally:
         model.train(was_training)
     row = {
