@@ -61,6 +61,7 @@ output_dir: out/${model.name}
         ("", ["clicks.next_click_mode=random"], "clicks.next_click_mode"),
         ("", ["data.augment.variant=fancy"], "data.augment"),
         ("", ["batch_size"], "batch_size"),
+        ("", ["val.batch_size=0"], "val.batch_size"),
     ],
 )
 def test_errors_name_the_key(tmp_path, text, overrides, key):

@@ -300,6 +300,12 @@ def test_validation_during_training_writes_rows(tmp_path, shared_data):
     for r in rows:
         assert r["instances"] == 2 and len(r["miou"]) == 2 and 1 <= r["noc90"] <= 2
         assert all(0.0 <= v <= 1.0 for v in r["miou"]) and r["train_time_s"] >= 0
+    # val.batch_size runs the same validation through the batched evaluator: the same rows
+    cfg.val.batch_size = 2
+    batched = Trainer(cfg, output_dir=tmp_path / "run_b", quiet=True).fit()
+    rows_b = [json.loads(x) for x in (tmp_path / "run_b" / "val.jsonl").read_text().splitlines()]
+    keys = ("step", "instances", "noc85", "noc90", "nof90", "miou")
+    assert [{k: r[k] for k in keys} for r in rows_b] == [{k: r[k] for k in keys} for r in rows], batched
 
 
 # ------------------------------------------------------------------------------ the shipped model

@@ -132,7 +132,9 @@ class ZoomSection:
 class ValSection:
     """Validation during training: NoC / mIoU per click on a held-out split with the evaluation
     protocol (zoom-in, no flip), every ``every_steps`` optimiser steps (``0`` = off) and at the end,
-    on at most ``max_instances`` instances; results go to ``<output_dir>/val.jsonl``."""
+    on at most ``max_instances`` instances; results go to ``<output_dir>/val.jsonl``. ``batch_size``
+    > 1 advances that many instances per forward pass (the batched evaluator: the same rows, less
+    wall time)."""
 
     every_steps: int = 0
     kind: str = "sbd"
@@ -140,6 +142,7 @@ class ValSection:
     split: str = "val"
     max_instances: int = 60
     max_clicks: int = 20
+    batch_size: int = 1
 
 
 @dataclass
@@ -261,6 +264,7 @@ class TrainConfig:
         need(self.val.every_steps >= 0, "val.every_steps", "must be >= 0 (0 = off)")
         need(self.val.every_steps == 0 or bool(self.val.data_root), "val.data_root", "must name the validation set")
         need(self.val.max_instances >= 1 and self.val.max_clicks >= 1, "val.max_instances", "max_instances and max_clicks must be >= 1")
+        need(self.val.batch_size >= 1, "val.batch_size", f"must be >= 1, got {self.val.batch_size}")
         need(list(s.milestones) == sorted(s.milestones), "schedule.milestones", "must be sorted")
         need(0 < s.gamma <= 1, "schedule.gamma", "must be in (0, 1]")
         need(self.batch_size >= 1, "batch_size", "must be >= 1")

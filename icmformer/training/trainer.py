@@ -123,7 +123,7 @@ DVCLIVE_DIR = "dvclive"
 
 # config keys that may change between a run and its resumption without breaking exactness
 _RESUMABLE_CHANGES = ("max_steps", "output_dir", "num_workers", "log_interval", "checkpoint_interval", "device",
-                      "schedule.epochs")  # fmt: skip
+                      "schedule.epochs", "val.batch_size")  # fmt: skip
 
 DATA_LAYOUTS = {
     "folder": "img/ and gt/ subfolders (one instance per mask file)",
@@ -583,7 +583,7 @@ class Trainer:
         ``seconds`` each row records); returns the row."""
         v, st = self.cfg.val, self.state
         row = validate_model(self.model, v.kind, v.data_root, split=v.split, max_instances=v.max_instances,
-                             max_clicks=v.max_clicks)  # fmt: skip
+                             max_clicks=v.max_clicks, batch_size=v.batch_size)  # fmt: skip
         row = {"step": st.step, "images_seen": st.images_seen, "train_time_s": round(st.train_time_s, 1),
                "threads": torch.get_num_threads(), **row}  # fmt: skip
         self.output_dir.mkdir(parents=True, exist_ok=True)
