@@ -2,7 +2,7 @@
 
 Used to choose a recipe and to draw the "validation NoC against CPU-hours" curve without ever
 touching the benchmark sets (GrabCut, Berkeley, DAVIS). The protocol is the evaluation's
-(:class:`~icmformer.evaluation.predictor.ZoomFlipPredictor` with zoom-in, without flip to halve
+(the zoom-in core of :mod:`~icmformer.evaluation.core`, without flip to halve
 the cost; the first click at the object centre, each next click in the largest error region),
 ``max_clicks`` clicks on every instance (no early stop, so the mIoU curve is complete).
 
@@ -20,9 +20,7 @@ import torch
 
 from icmformer.data.datasets import FolderDataset, SBDDataset
 from icmformer.evaluation.batched import evaluate_batch
-from icmformer.evaluation.loop import evaluate_sample
 from icmformer.evaluation.metrics import mean_noc, miou_curve, noc_list, nof
-from icmformer.evaluation.predictor import ZoomFlipPredictor
 
 
 def validation_instances(kind: str, data_root: str, split: str = "val", max_instances: int = 60,
@@ -52,28 +50,19 @@ def validate_model(model, kind: str, data_root: str, split: str = "val", max_ins
 
     ``per_instance=True`` adds ``noc85_each`` / ``noc90_each``: each instance's NoC, in the order of
     :func:`validation_instances`, for a paired comparison of weights (:func:`paired_noc_difference`).
-    ``batch_size`` > 1 runs that many instances per forward pass through the batched evaluator
-    (:func:`~icmformer.evaluation.batched.evaluate_batch`, the same protocol core, so the same
-    IoUs on CPU), which is faster; 1 runs the sequential predictor.
+    Instances run through the batched evaluator (:func:`~icmformer.evaluation.batched.evaluate_batch`,
+    the protocol core that the sequential predictor drives too), ``batch_size`` per forward pass: the
+    same IoUs at any batch size on CPU, less wall time at more than 1.
     """
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     t0 = time.perf_counter()
     was_training = model.training
     items = validation_instances(kind, data_root, split, max_instances)
-    ious = []
     try:
         with torch.no_grad():
-            if int(batch_size) > 1:
-                results = evaluate_batch(model, [(image, mask, i) for i, (image, mask) in enumerate(items)],
-                                         batch_size=int(batch_size), max_clicks=max_clicks, zoom_in=True, flip=False,
-                                         target_size=target_size)  # fmt: skip
-                ious = [r.ious for r in results]
-            else:
-                predictor = ZoomFlipPredictor(model, zoom_in=True, flip=False, target_size=target_size)
-                for image, mask in items:
-                    predictor.set_image(image)
-                    ious.append(evaluate_sample(mask, predictor.predict, max_clicks=max_clicks).ious)
+            results = evaluate_batch(model, [(image, mask, i) for i, (image, mask) in enumerate(items)],
+                                     batch_size=int(batch_size), max_clicks=max_clicks, zoom_in=True, flip=False,
+                                     target_size=target_size)  # fmt: skip
+        ious = [r.ious for r in results]
     finally:
         model.train(was_training)
     row = {
